@@ -1,0 +1,151 @@
+"""Turns the poller's and the event state's snapshots into Prometheus metrics at scrape time."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from prometheus_client.core import GaugeMetricFamily
+
+from .config import Settings
+from .events import EventState
+
+# Publish-to-start wait: milliseconds for the `high` SLO up to an hour for `default`.
+WAIT_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600,
+)
+
+
+class BrokerSnapshot:
+    """Latest poll result, written by the poll loop."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.samples = {}
+        self.ok = False
+        self.last_success: float | None = None
+        self.last_duration = 0.0
+        self.last_error: str | None = None
+        self.failures = 0
+
+
+class Collector:
+    def __init__(self, settings: Settings, broker: BrokerSnapshot, events: EventState, receiver):
+        self.settings = settings
+        self.broker = broker
+        self.events = events
+        self.receiver = receiver
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        s = self.settings
+        with self.broker.lock:
+            ok = self.broker.ok
+            samples = dict(self.broker.samples) if ok else {}
+            last_success = self.broker.last_success
+            duration = self.broker.last_duration
+            failures = self.broker.failures
+
+        depth = GaugeMetricFamily(
+            "celery_queue_depth",
+            "Ready messages in the queue, counting Redis priority sub-lists (amqp: message_count).",
+            labels=["queue_name"],
+        )
+        age = GaugeMetricFamily(
+            "celery_queue_oldest_message_age_seconds",
+            "Seconds since the oldest ready message was published (headers.published_at); 0 when "
+            "empty. Redis only.",
+            labels=["queue_name"],
+        )
+        for queue, sample in samples.items():
+            depth.add_metric([queue], sample.depth)
+            if sample.oldest_age is not None:
+                age.add_metric([queue], sample.oldest_age)
+        yield depth
+        yield age
+
+        workers, beat_tick, tracked = self.events.snapshot(
+            live_after=s.worker_timeout, expire_after=s.worker_expiry
+        )
+        heartbeat = GaugeMetricFamily(
+            "celery_worker_last_heartbeat_timestamp_seconds",
+            "Unix time the last worker-heartbeat event of the worker was received.",
+            labels=["worker", "pool"],
+        )
+        for w, _live in workers:
+            heartbeat.add_metric([w.nodename, w.pool], w.last_heartbeat)
+        yield heartbeat
+        if beat_tick is not None:
+            yield GaugeMetricFamily(
+                "celery_beat_last_tick_timestamp_seconds",
+                f"Unix time the last task-sent event of {s.beat_task} was received.",
+                value=beat_tick,
+            )
+
+        queued = GaugeMetricFamily(
+            "celery_pool_queued_messages", "Ready messages in the queues the pool consumes.", labels=["pool"]
+        )
+        active = GaugeMetricFamily(
+            "celery_pool_active_tasks",
+            "Tasks executing in the pool's live workers (worker-heartbeat 'active').",
+            labels=["pool"],
+        )
+        nworkers = GaugeMetricFamily("celery_pool_workers", "Live workers of the pool.", labels=["pool"])
+        conc = GaugeMetricFamily(
+            "celery_pool_concurrency", "Configured concurrency per worker replica.", labels=["pool"]
+        )
+        signal = GaugeMetricFamily(
+            "celery_pool_scaling_signal",
+            "(queued + active) / concurrency: worker replicas the backlog needs.",
+            labels=["pool"],
+        )
+        info = GaugeMetricFamily(
+            "celery_pool_queue_info", "1 for each queue a pool consumes.", labels=["pool", "queue_name"]
+        )
+        for pool in s.pools:
+            live = [w for w, is_live in workers if is_live and w.pool == pool.name]
+            n_active = sum(w.active for w in live)
+            active.add_metric([pool.name], n_active)
+            nworkers.add_metric([pool.name], len(live))
+            conc.add_metric([pool.name], pool.concurrency)
+            for q in pool.queues:
+                info.add_metric([pool.name, q], 1)
+            if ok:
+                n_queued = sum(samples[q].depth for q in pool.queues if q in samples)
+                queued.add_metric([pool.name], n_queued)
+                signal.add_metric([pool.name], (n_queued + n_active) / pool.concurrency)
+        yield from (queued, active, nworkers, conc, signal, info)
+
+        yield GaugeMetricFamily(
+            "celery_stack_metrics_broker_up", "1 if the last broker poll succeeded.", value=1 if ok else 0
+        )
+        yield GaugeMetricFamily(
+            "celery_stack_metrics_events_connected",
+            "1 while the event receiver is connected.",
+            value=1 if self.receiver.connected else 0,
+        )
+        if last_success is not None:
+            yield GaugeMetricFamily(
+                "celery_stack_metrics_last_poll_success_timestamp_seconds",
+                "Unix time of the last successful broker poll.",
+                value=last_success,
+            )
+        yield GaugeMetricFamily(
+            "celery_stack_metrics_poll_duration_seconds", "Duration of the last broker poll.", value=duration
+        )
+        yield GaugeMetricFamily(
+            "celery_stack_metrics_consecutive_poll_failures",
+            "Broker polls failed in a row.",
+            value=failures,
+        )
+        yield GaugeMetricFamily(
+            "celery_stack_metrics_tracked_tasks",
+            "Sent tasks awaiting their task-started event (bounded map).",
+            value=tracked,
+        )
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,83 @@
+#!/bin/sh
+# Run Docker Compose v2 for this project against whichever engine this machine has:
+# Docker, or Podman through its Docker-compatible API socket. Nothing is hard-coded; the first
+# engine that answers wins:
+#   1. $DOCKER_HOST, if set
+#   2. the Docker socket          /var/run/docker.sock
+#   3. rootful Podman             /run/podman/podman.sock
+#   4. rootless Podman            $XDG_RUNTIME_DIR/podman/podman.sock
+#   5. the test kit's Podman      ${CE_STATE:-/tmp/ce-state}/podman.sock (tools/container-engine)
+# The compose client is `docker compose` (plugin), else a v2 `docker-compose`, else `podman compose`.
+#
+# Env: ENV_FILE (default .env), BROKER=rabbitmq (adds compose.rabbitmq.yaml),
+#      MONITORING=1 (adds compose.monitoring.yaml and the `monitoring` profile),
+#      COMPOSE_PROJECT_NAME (default: celery-stack, from compose.yaml).
+# Usage: tools/compose.sh <compose arguments>      e.g. tools/compose.sh ps
+set -eu
+root=$(cd "$(dirname "$0")/.." && pwd)
+env_file=${ENV_FILE:-$root/.env}
+kit_state=${CE_STATE:-/tmp/ce-state}
+
+say() { [ -n "${COMPOSE_SH_QUIET:-}" ] || echo "compose.sh: $*" >&2; }
+
+answers() {  # $1 = unix socket path: does an engine API answer /_ping there?
+    [ -S "$1" ] || return 1
+    python3 - "$1" <<'PY' 2>/dev/null
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(3)
+s.connect(sys.argv[1])
+s.sendall(b"GET /_ping HTTP/1.0\r\nHost: engine\r\n\r\n")
+sys.exit(0 if b" 200 " in s.recv(64) else 1)
+PY
+}
+
+engine=docker
+if [ -n "${DOCKER_HOST:-}" ]; then
+    case "$DOCKER_HOST" in *podman*) engine=podman ;; esac
+else
+    for sock in /var/run/docker.sock /run/podman/podman.sock \
+                "${XDG_RUNTIME_DIR:-/nonexistent}/podman/podman.sock" "$kit_state/podman.sock"; do
+        if answers "$sock"; then
+            export DOCKER_HOST="unix://$sock"
+            case "$sock" in *podman*) engine=podman ;; esac
+            break
+        fi
+    done
+    [ -n "${DOCKER_HOST:-}" ] || {
+        echo "compose.sh: no container engine answers (Docker socket or Podman API socket)." >&2
+        echo "  Docker: start dockerd.  Podman: systemctl enable --now podman.socket" >&2
+        echo "  (rootless: systemctl --user enable --now podman.socket)." >&2
+        exit 1
+    }
+fi
+# The kit keeps its compose binary next to its socket.
+case "$DOCKER_HOST" in "unix://$kit_state/"*) export PATH="$kit_state/bin:$PATH" ;; esac
+if [ "$engine" = podman ]; then
+    # Podman's API implements the classic build endpoint, not BuildKit sessions.
+    export DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0
+fi
+
+if docker compose version >/dev/null 2>&1; then
+    compose="docker compose"
+elif command -v docker-compose >/dev/null 2>&1 && docker-compose version --short 2>/dev/null | grep -q '^v\?2'; then
+    compose=docker-compose
+elif command -v podman >/dev/null 2>&1 && podman compose version >/dev/null 2>&1; then
+    compose="podman compose"
+else
+    echo "compose.sh: Docker Compose v2 not found (docker compose plugin or docker-compose v2)." >&2
+    exit 1
+fi
+
+files="-f $root/compose/compose.yaml"
+[ "${BROKER:-redis}" = rabbitmq ] && files="$files -f $root/compose/compose.rabbitmq.yaml"
+if [ -n "${MONITORING:-}" ] && [ "${MONITORING}" != 0 ] && [ -f "$root/compose/compose.monitoring.yaml" ]; then
+    files="$files -f $root/compose/compose.monitoring.yaml --profile monitoring"
+fi
+[ -f "$env_file" ] || { echo "compose.sh: $env_file is missing: run tools/ensure-env.sh (make up does)." >&2; exit 1; }
+
+CELERY_STACK_REVISION=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+export CELERY_STACK_REVISION
+say "$compose on $engine ($DOCKER_HOST)"
+# shellcheck disable=SC2086  # $compose and $files are word lists built above, without user input
+exec $compose --env-file "$env_file" $files "$@"

@@ -1,0 +1,49 @@
+"""Monitoring objects come from monitoring/ through the chart's files/ copy, never drifting."""
+import json
+import pathlib
+import subprocess
+
+import yaml
+
+from conftest import CHART, ROOT, render
+
+RULE_FILES = sorted((CHART / "files/prometheus/rules").glob("*.yml"))
+DASHBOARDS = sorted((CHART / "files/grafana/dashboards").glob("*.json"))
+MONITORING = {"monitoring.serviceMonitor.enabled": True, "monitoring.prometheusRule.enabled": True,
+              "monitoring.grafanaDashboards.enabled": True}
+
+
+def test_chart_copies_match_monitoring_sources():
+    proc = subprocess.run([str(ROOT / "helm/scripts/sync_monitoring.sh"), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_monitoring_off_by_default(default_docs):
+    assert not default_docs.of("ServiceMonitor") and not default_docs.of("PrometheusRule")
+    assert not [cm for cm in default_docs.of("ConfigMap") if "grafana_dashboard" in cm["metadata"]["labels"]]
+
+
+def test_service_monitors_scrape_web_and_both_exporters():
+    docs = render(set_values=MONITORING)
+    ports = {sm["metadata"]["name"]: [e["port"] for e in sm["spec"]["endpoints"]] for sm in docs.of("ServiceMonitor")}
+    assert ports == {"rel-celery-stack-web": ["http"], "rel-celery-stack-exporter": ["exporter", "queue-metrics"]}
+    svc = docs.get("Service", "rel-celery-stack-exporter")
+    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"exporter": 9808, "queue-metrics": 9809}
+
+
+def test_one_prometheusrule_per_rules_file():
+    docs = render(set_values=MONITORING)
+    rules = docs.of("PrometheusRule")
+    with_groups = [f for f in RULE_FILES if (yaml.safe_load(f.read_text()) or {}).get("groups")]
+    assert len(rules) == len(with_groups)
+    for f, rule in zip(with_groups, sorted(rules, key=lambda r: r["metadata"]["name"])):
+        assert rule["spec"]["groups"] == yaml.safe_load(f.read_text())["groups"]
+
+
+def test_one_dashboard_configmap_per_dashboard_with_sidecar_label():
+    docs = render(set_values=MONITORING)
+    cms = [cm for cm in docs.of("ConfigMap") if cm["metadata"]["labels"].get("grafana_dashboard") == "1"]
+    assert len(cms) == len(DASHBOARDS)
+    for cm in cms:
+        [(key, text)] = cm["data"].items()
+        assert json.loads(text) == json.loads((CHART / "files/grafana/dashboards" / key).read_text())

@@ -10,7 +10,7 @@ import threading
 import time
 
 from celery import Celery
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics
 
 from . import __version__, logs
 from .broker import BrokerPoller
@@ -81,6 +81,7 @@ def main(argv=None) -> int:
         return 2
     logs.setup(settings.log_level)
 
+    disable_created_metrics()  # no *_created series: they only add cardinality here
     app = make_app(settings)
     registry = CollectorRegistry()
     wait = Histogram(

@@ -198,7 +198,7 @@ schema = {
             "service": obj({"annotations": ANY_OBJ}),
             **scheduling,
         }),
-        "migrations": obj({"enabled": BOOL, "useHelmHooks": BOOL, "backoffLimit": NONNEG_INT,
+        "migrations": obj({"enabled": BOOL, "useHelmHooks": BOOL, "waitForMigrations": BOOL, "backoffLimit": NONNEG_INT,
                            "activeDeadlineSeconds": POS_INT, "ttlSecondsAfterFinished": NONNEG_INT,
                            "resources": resources}),
         "monitoring": obj({
@@ -210,7 +210,7 @@ schema = {
                                       "annotations": ANY_OBJ}),
         }),
         "networkPolicy": obj({"enabled": BOOL, "webFrom": ANY_LIST, "flowerFrom": ANY_LIST,
-                              "metricsFrom": ANY_LIST}),
+                              "metricsFrom": ANY_LIST, "redisExtraFrom": ANY_LIST}),
         "redis": obj({"enabled": BOOL, "image": image, "password": STR,
                       "persistence": obj({"enabled": BOOL, "size": STR, "storageClass": STR}),
                       "resources": resources}),

@@ -74,8 +74,8 @@ def test_soft_limit_must_be_below_hard_limit():
 
 
 def test_visibility_timeout_must_cover_limits_and_countdown():
-    err = render_error(set_values={"config.brokerVisibilityTimeout": 2000})
-    assert "config.brokerVisibilityTimeout (2000) must exceed" in err
+    err = render_error(set_values={"config.brokerVisibilityTimeout": 1000})
+    assert "config.brokerVisibilityTimeout (1000) must exceed" in err
 
 
 def test_worker_probes_use_heartbeat_never_inspect_ping(docs):
@@ -123,6 +123,7 @@ def test_exporter_single_replica_two_containers_pools_from_values(default_docs):
     exporter, metrics = pod_spec(dep)["containers"]
     assert exporter["args"] == ["celery-exporter"]
     assert env_of(exporter)["CE_BROKER_URL"]["valueFrom"]["secretKeyRef"]["key"] == "CELERY_BROKER_URL"
+    assert env_of(exporter)["CE_QUEUES"]["value"] == "default,high"
     assert metrics["args"] == ["celery-stack-metrics"]
     assert metrics["ports"][0]["containerPort"] == 9809
     assert metrics["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -182,3 +183,20 @@ def test_helm_test_enqueues_and_waits(default_docs):
     script = pod["spec"]["containers"][0]["args"][-1]
     assert '"/api/tasks/add", {"args": [2, 3]}' in script
     assert "status == 202" in script and '"SUCCESS"' in script and "== 5" in script
+
+
+def test_app_pods_wait_for_migrations(docs):
+    for dep in docs.of("Deployment"):
+        component = dep["metadata"]["labels"]["app.kubernetes.io/component"]
+        inits = [c["name"] for c in pod_spec(dep).get("initContainers", [])]
+        assert inits == (["wait-for-migrations"] if component in ("web", "worker", "beat") else []), dep["metadata"]["name"]
+    init = pod_spec(docs.get("Deployment", "rel-celery-stack-beat"))["initContainers"][0]
+    assert "manage.py migrate --check" in init["args"][-1]
+
+
+def test_in_chart_postgres_runs_migrations_as_a_plain_job():
+    from conftest import CHART
+    docs = render(CHART / "ci" / "in-chart-data-values.yaml", creds=False)
+    [job] = docs.of("Job")
+    assert "helm.sh/hook" not in job["metadata"]["annotations"]
+    assert "annotations" not in docs.get("Secret", "rel-celery-stack")["metadata"]

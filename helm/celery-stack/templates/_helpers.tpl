@@ -135,6 +135,16 @@ Returns JSON: use `include ... | fromJson`. */}}
 {{- toJson $out -}}
 {{- end -}}
 
+{{/* Every queue of the enabled pools, comma-separated (CE_QUEUES). */}}
+{{- define "celery-stack.allQueues" -}}
+{{- $queues := list -}}
+{{- range $name := include "celery-stack.enabledPools" . | fromJsonArray -}}
+{{- $pool := include "celery-stack.pool" (dict "root" $ "name" $name) | fromJson -}}
+{{- $queues = concat $queues $pool.queues -}}
+{{- end -}}
+{{- $queues | uniq | join "," -}}
+{{- end -}}
+
 {{/* ================================================================ config
 Non-secret environment shared by web, workers, beat and the migrations Job. */}}
 {{- define "celery-stack.configData" -}}
@@ -261,4 +271,33 @@ exec:
 {{- with .values.podAnnotations }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{/* Init container that holds web, workers and beat until the schema is current
+     (`manage.py migrate --check` exits 0). Orders start-up with any migration mode:
+     Helm hook, GitOps Job, or a Job racing the in-chart Postgres.
+     (dict "root" $ "image" <ref> "pullPolicy" <policy> "resources" <map>) */}}
+{{- define "celery-stack.waitForMigrations" -}}
+{{- $root := .root -}}
+{{- if and $root.Values.migrations.enabled $root.Values.migrations.waitForMigrations -}}
+initContainers:
+  - name: wait-for-migrations
+    image: {{ .image }}
+    imagePullPolicy: {{ .pullPolicy }}
+    args:
+      - sh
+      - -c
+      - until python manage.py migrate --check >/dev/null; do echo "waiting for database migrations"; sleep 5; done
+    envFrom:
+      - configMapRef:
+          name: {{ include "celery-stack.fullname" $root }}
+    env:
+      {{- include "celery-stack.appSecretEnv" $root | trim | nindent 6 }}
+    resources:
+      {{- toYaml .resources | nindent 6 }}
+    securityContext:
+      {{- include "celery-stack.containerSecurityContext" $root | nindent 6 }}
+    volumeMounts:
+      {{- include "celery-stack.tmpMount" $root | nindent 6 }}
+{{- end -}}
 {{- end -}}

@@ -1,0 +1,39 @@
+"""NOTES.txt renders (helm template skips it, so render it through a wrapper)."""
+import shutil
+import subprocess
+
+import yaml
+
+from conftest import CHART, CI_VALUES, CREDS, HELM
+
+WRAPPER = """apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: notes
+data:
+  notes: {{ tpl (.Files.Get "notes.txt") . | quote }}
+"""
+
+
+def render_notes(tmp_path, *args):
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    (chart / "notes.txt").write_text((chart / "templates/NOTES.txt").read_text())
+    (chart / "templates/NOTES.txt").unlink()
+    (chart / "templates/zz-notes.yaml").write_text(WRAPPER)
+    proc = subprocess.run([HELM, "template", "rel", str(chart), "-n", "demo", "--show-only",
+                           "templates/zz-notes.yaml", *args], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return yaml.safe_load(proc.stdout)["data"]["notes"]
+
+
+def test_notes_defaults(tmp_path):
+    args = [a for k, v in CREDS.items() for a in ("--set", f"{k}={v}")]
+    notes = render_notes(tmp_path, *args)
+    assert "default: queues=default concurrency=2 limits=300/360s grace=420s 1 fixed replica(s)" in notes
+    assert "helm test rel -n demo --logs" in notes
+
+
+def test_notes_keda(tmp_path):
+    notes = render_notes(tmp_path, "-f", str(CHART / "ci" / "keda-values.yaml"))
+    assert "KEDA 0..20 replicas, 2 tasks per replica (prometheus trigger)" in notes

@@ -47,3 +47,33 @@ def test_one_dashboard_configmap_per_dashboard_with_sidecar_label():
     for cm in cms:
         [(key, text)] = cm["data"].items()
         assert json.loads(text) == json.loads((CHART / "files/grafana/dashboards" / key).read_text())
+
+
+def test_templates_with_sample_files(tmp_path):
+    """Exercise the PrometheusRule and dashboard templates even before monitoring/ has files."""
+    import shutil
+
+    from conftest import CREDS, HELM
+
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    rules = {"groups": [{"name": "sample", "rules": [{
+        "alert": "Sample", "expr": "up == 0", "annotations": {"summary": "{{ $labels.job }} is down"}}]}]}
+    (chart / "files/prometheus/rules/Sample_Rules.yml").write_text(yaml.safe_dump(rules))
+    dashboard = {"uid": "sample", "title": "Sample", "panels": [{"id": 1, "expr": "{{ not a template }}"}]}
+    (chart / "files/grafana/dashboards/Celery_Sample.json").write_text(json.dumps(dashboard))
+    args = [HELM, "template", "rel", str(chart), "-n", "demo",
+            "--set", "monitoring.prometheusRule.enabled=true", "--set", "monitoring.grafanaDashboards.enabled=true",
+            "--set", "monitoring.grafanaDashboards.namespace=grafana"]
+    for k, v in CREDS.items():
+        args += ["--set", f"{k}={v}"]
+    proc = subprocess.run(args, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    [rule] = [d for d in docs if d["kind"] == "PrometheusRule" and d["metadata"]["name"].endswith("sample-rules")]
+    # Parsed, not templated: alert annotations keep their Go-template placeholders.
+    assert rule["spec"]["groups"] == rules["groups"]
+    [cm] = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["labels"].get("grafana_dashboard") == "1"]
+    assert cm["metadata"]["name"] == "rel-celery-stack-dashboard-celery-sample"
+    assert cm["metadata"]["namespace"] == "grafana"
+    assert json.loads(cm["data"]["Celery_Sample.json"]) == dashboard

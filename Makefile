@@ -22,3 +22,25 @@ k8s-up: ## kind cluster + local images + KEDA + kube-prometheus-stack + the char
 
 k8s-down: ## Delete the kind cluster made by k8s-up
 	k8s/scripts/down.sh
+
+# ---- Monitoring (monitoring/, services/metrics/, compose/compose.monitoring.yaml) ----------
+.PHONY: monitoring-tools monitoring-check test-metrics up-monitoring
+monitoring-tools: ## Install promtool + amtool (Debian prometheus, prometheus-alertmanager) if missing
+	@command -v promtool >/dev/null && command -v amtool >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; }
+	@promtool --version | head -1; amtool --version 2>&1 | head -1
+
+monitoring-check: monitoring-tools ## promtool check/test rules, amtool check-config, dashboard checks
+	promtool check rules monitoring/prometheus/rules/*.yml
+	promtool test rules monitoring/prometheus/tests/*.yml
+	promtool check config --syntax-only monitoring/prometheus/prometheus.yml
+	amtool check-config monitoring/alertmanager/alertmanager.yml
+	python3 monitoring/grafana/generate_dashboards.py --check
+	python3 monitoring/check_dashboards.py $(if $(PROMETHEUS_URL),--prometheus $(PROMETHEUS_URL))
+
+test-metrics: ## Companion exporter tests (real Redis db 2 on :6379, RabbitMQ on :5672, workers)
+	cd services/metrics && uv sync --frozen -q && uv run --frozen pytest -q
+
+up-monitoring: ## Start the stack plus Prometheus, Alertmanager and Grafana (profile monitoring)
+	tools/ensure-env.sh
+	MONITORING=1 tools/compose.sh up -d

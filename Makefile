@@ -44,3 +44,43 @@ test-metrics: ## Companion exporter tests (real Redis db 2 on :6379, RabbitMQ on
 up-monitoring: ## Start the stack plus Prometheus, Alertmanager and Grafana (profile monitoring)
 	tools/ensure-env.sh
 	MONITORING=1 tools/compose.sh up -d
+
+# ---- Compose stack and images (compose/, services/Dockerfile, tools/compose.sh) --------------
+# tools/compose.sh finds the engine (Docker, or Podman's Docker-compatible socket) and passes
+# .env (ENV_FILE=... to use another) plus BROKER=rabbitmq / MONITORING=1 override files.
+COMPOSE ?= tools/compose.sh
+POOL ?= default
+N ?= 1
+SERVICE ?=
+
+.PHONY: up down logs ps scale migrate createsuperuser shell images e2e
+up: ## Build the images, start the stack, wait until every service is healthy (creates .env)
+	@tools/ensure-env.sh
+	$(COMPOSE) up --detach --build --wait --wait-timeout 300
+
+down: ## Stop and remove the stack's containers (data volumes stay; `make down V=1` drops them)
+	$(COMPOSE) down --remove-orphans $(if $(V),--volumes)
+
+logs: ## Follow the logs (SERVICE=web for one service)
+	$(COMPOSE) logs --follow --tail 100 $(SERVICE)
+
+ps: ## List the stack's services and their state
+	$(COMPOSE) ps --all
+
+scale: ## Set a worker pool's replica count: make scale POOL=high N=3
+	$(COMPOSE) up --detach --no-recreate --no-deps --wait --scale worker-$(POOL)=$(N) worker-$(POOL)
+
+migrate: ## Apply database migrations (the one-shot migrate service)
+	$(COMPOSE) run --rm migrate
+
+createsuperuser: ## Create a Django admin user (interactive)
+	$(COMPOSE) exec web python manage.py createsuperuser
+
+shell: ## Open a Django shell in web; SERVICE=<name> opens sh in that service instead
+	$(COMPOSE) exec $(or $(SERVICE),web) $(if $(SERVICE),sh,python manage.py shell)
+
+images: ## Build the five images (web, worker, beat, flower, exporter)
+	$(COMPOSE) build
+
+e2e: ## End-to-end: Podman if needed, images, make up, API/Flower/exporter/SIGTERM/Redis checks, make down
+	tests/e2e/run.sh

@@ -1,0 +1,234 @@
+"""End-to-end test of the running Compose stack (tests/e2e/run.sh starts it with `make up`).
+
+Everything is real: the images built from services/Dockerfile, Postgres, Redis, both worker
+pools, beat, Flower and celery-exporter. The test talks to the published ports, like a user,
+and drives the engine through tools/compose.sh (signals, restarts).
+
+Env: ENV_FILE (the stack's env file: ports and Flower credentials), COMPOSE_PROJECT_NAME.
+Tests run in file order; the last two disturb the stack (SIGTERM, Redis restart) and put it back.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = str(ROOT / "tools" / "compose.sh")
+
+
+def read_env(path: str) -> dict[str, str]:
+    values = {}
+    for line in Path(path).read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+ENV = read_env(os.environ["ENV_FILE"])
+HOST = "127.0.0.1"
+WEB = f"http://{HOST}:{ENV.get('WEB_PORT', '8000')}"
+FLOWER = f"http://{HOST}:{ENV.get('FLOWER_PORT', '5555')}"
+EXPORTER = f"http://{HOST}:{ENV.get('EXPORTER_PORT', '9808')}"
+QUEUE_METRICS = f"http://{HOST}:{ENV.get('QUEUE_METRICS_PORT', '9809')}"
+FLOWER_AUTH = "Basic " + base64.b64encode(
+    f"{ENV.get('FLOWER_USER', 'admin')}:{ENV['FLOWER_PASSWORD']}".encode()
+).decode()
+
+
+# ---- helpers --------------------------------------------------------------------------------------
+def http(method: str, url: str, body=None, headers=None, timeout=10) -> tuple[int, bytes]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def enqueue(name: str, args=(), kwargs=None) -> str:
+    status, raw = http("POST", f"{WEB}/api/tasks/{name}", {"args": list(args), "kwargs": kwargs or {}})
+    assert status == 202, (name, status, raw[:500])
+    payload = json.loads(raw)
+    assert payload["status_url"].endswith(payload["id"]), payload
+    return payload["id"]
+
+
+def task_status(task_id: str) -> dict:
+    status, raw = http("GET", f"{WEB}/api/tasks/{task_id}")
+    assert status == 200, (status, raw[:500])
+    return json.loads(raw)
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
+    """Poll predicate() until it returns something truthy; fail with `what` after timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except (OSError, urllib.error.URLError) as exc:  # a service restarting under us
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def wait_success(task_id: str, timeout: float = 90) -> dict:
+    def done():
+        payload = task_status(task_id)
+        assert payload["state"] not in ("FAILURE", "REVOKED"), payload
+        return payload if payload["state"] == "SUCCESS" else None
+
+    return wait_for(done, timeout, f"task {task_id} to succeed")
+
+
+def compose(*args: str, timeout: float = 180) -> str:
+    env = {**os.environ, "COMPOSE_SH_QUIET": "1"}
+    proc = subprocess.run(
+        [COMPOSE, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
+    assert proc.returncode == 0, f"compose {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def redis_llen(queue: str) -> int:
+    # redis-cli inside the redis container (REDISCLI_AUTH is set there); Redis is not published.
+    return int(compose("exec", "-T", "redis", "redis-cli", "llen", queue).strip())
+
+
+def flower_task(task_id: str) -> dict | None:
+    status, raw = http("GET", f"{FLOWER}/api/task/info/{task_id}", headers={"Authorization": FLOWER_AUTH})
+    if status != 200:
+        return None
+    info = json.loads(raw)
+    return info if info.get("worker") else None
+
+
+def metric_samples(text: str, name: str) -> dict[str, float]:
+    """{labels: value} for every sample of metric `name` in a Prometheus text exposition."""
+    out = {}
+    for m in re.finditer(rf"^{name}(\{{[^}}]*\}})? (\S+)$", text, re.M):
+        out[m.group(1) or ""] = float(m.group(2))
+    return out
+
+
+# ---- tests ---------------------------------------------------------------------------------------
+def test_web_is_healthy_and_ready():
+    assert http("GET", f"{WEB}/healthz")[0] == 200
+    status, raw = http("GET", f"{WEB}/readyz")
+    assert status == 200, raw[:500]
+
+
+def test_tasks_run_on_both_queues_in_their_own_pools():
+    add_id = enqueue("add", [2, 3])  # routed to `high`
+    xsum_id = enqueue("xsum", [[1, 2, 3, 4]])  # routed to `default`
+    assert wait_success(add_id)["result"] == 5
+    assert wait_success(xsum_id)["result"] == 10
+
+    # Flower saw each task run on the right pool: node names are <pool>@<hostname>.
+    add_info = wait_for(lambda: flower_task(add_id), 30, "Flower to report the add task")
+    xsum_info = wait_for(lambda: flower_task(xsum_id), 30, "Flower to report the xsum task")
+    assert add_info["worker"].startswith("high@"), add_info
+    assert xsum_info["worker"].startswith("default@"), xsum_info
+
+
+def test_flower_requires_basic_auth():
+    assert http("GET", f"{FLOWER}/")[0] == 401
+    assert http("GET", f"{FLOWER}/api/workers")[0] == 401
+    bad = "Basic " + base64.b64encode(b"admin:wrong-password").decode()
+    assert http("GET", f"{FLOWER}/", headers={"Authorization": bad})[0] == 401
+    assert http("GET", f"{FLOWER}/", headers={"Authorization": FLOWER_AUTH})[0] == 200
+    status, raw = http("GET", f"{FLOWER}/api/workers?refresh=1", headers={"Authorization": FLOWER_AUTH})
+    assert status == 200
+    pools = {name.split("@")[0] for name in json.loads(raw)}
+    assert {"default", "high"} <= pools, pools
+
+
+def test_exporter_reports_queues_and_workers():
+    def scrape():
+        status, raw = http("GET", f"{EXPORTER}/metrics")
+        assert status == 200
+        text = raw.decode()
+        queues = metric_samples(text, "celery_queue_length")
+        up = metric_samples(text, "celery_worker_up")
+        has_queues = any('queue_name="default"' in k for k in queues) and any(
+            'queue_name="high"' in k for k in queues
+        )
+        # one worker per pool in the stack: two workers reporting up
+        if has_queues and sum(1 for v in up.values() if v == 1.0) >= 2:
+            return queues, up
+        return None
+
+    queues, up = wait_for(scrape, 60, "celery_queue_length{default,high} and 2 workers up", interval=2)
+    assert all(v >= 0 for v in queues.values()), queues
+    assert http("GET", f"{EXPORTER}/health")[0] == 200
+
+
+def test_queue_metrics_runs_from_the_exporter_image():
+    assert http("GET", f"{QUEUE_METRICS}/healthz")[0] == 200
+    status, raw = http("GET", f"{QUEUE_METRICS}/metrics")
+    assert status == 200
+    depth = metric_samples(raw.decode(), "celery_queue_depth")
+    assert any('queue_name="default"' in k for k in depth), depth
+    assert any('queue_name="high"' in k for k in depth), depth
+
+
+def test_sigterm_to_worker_default_loses_no_task():
+    long_id = enqueue("long_job", kwargs={"seconds": 12, "steps": 12})
+    wait_for(
+        lambda: task_status(long_id)["state"] in ("STARTED", "PROGRESS"), 60, "long_job to start"
+    )
+    queued = [enqueue("xsum", [[i, i, i]]) for i in range(5)]
+
+    # SIGTERM goes to tini (PID 1), which forwards it to celery: a warm shutdown.
+    compose("kill", "-s", "SIGTERM", "worker-default")
+    # The worker stops (or the engine's restart policy already brought it back) ...
+    wait_for(
+        lambda: "Warm shutdown" in compose("logs", "--no-log-prefix", "worker-default"),
+        60,
+        "worker-default to log a warm shutdown",
+    )
+    # ... and is started again, as an orchestrator would.
+    compose("up", "-d", "--no-deps", "--wait", "worker-default", timeout=240)
+
+    result = wait_success(long_id, timeout=180)["result"]
+    assert isinstance(result, dict), result
+    for i, task_id in enumerate(queued):
+        assert wait_success(task_id, timeout=120)["result"] == 3 * i
+
+
+def test_queued_tasks_survive_a_redis_restart():
+    # Stop the consumer so the tasks stay in Redis.
+    compose("stop", "worker-high", timeout=120)
+    ids = [enqueue("add", [i, i]) for i in range(20)]
+    before = redis_llen("high")
+    assert before >= 20, before  # beat may add its own heartbeat tasks to `high`
+
+    # Kill Redis without warning (no shutdown snapshot, so only the AOF can bring the queue
+    # back), after the one second `appendfsync everysec` allows, then start it again.
+    time.sleep(1.5)
+    compose("kill", "-s", "SIGKILL", "redis")
+    compose("up", "-d", "--no-deps", "--wait", "redis", timeout=120)
+    assert redis_llen("high") >= 20
+
+    compose("up", "-d", "--no-deps", "--wait", "worker-high", timeout=240)
+    for i, task_id in enumerate(ids):
+        assert wait_success(task_id, timeout=120)["result"] == 2 * i
+    # The web tier reconnected to the restarted broker too.
+    assert wait_success(enqueue("add", [40, 2]))["result"] == 42

@@ -73,7 +73,7 @@ def test_templates_with_sample_files(tmp_path):
     [rule] = [d for d in docs if d["kind"] == "PrometheusRule" and d["metadata"]["name"].endswith("sample-rules")]
     # Parsed, not templated: alert annotations keep their Go-template placeholders.
     assert rule["spec"]["groups"] == rules["groups"]
-    [cm] = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["labels"].get("grafana_dashboard") == "1"]
-    assert cm["metadata"]["name"] == "rel-celery-stack-dashboard-celery-sample"
+    [cm] = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "rel-celery-stack-dashboard-celery-sample"]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert cm["metadata"]["namespace"] == "grafana"
     assert json.loads(cm["data"]["Celery_Sample.json"]) == dashboard

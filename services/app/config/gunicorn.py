@@ -1,0 +1,66 @@
+"""gunicorn settings for the web image. Each knob is an environment variable."""
+
+import os
+
+from prometheus_client import Gauge, multiprocess
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+worker_class = "gthread"
+# Requests that take longer than this are killed; the API only enqueues, so 30 s is generous.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
+keepalive = 5
+# Recycle workers now and then so a slow leak never becomes an outage.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "5000"))
+max_requests_jitter = 500
+worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR") or None
+# No control socket: nothing uses it, and it would need a writable $HOME.
+control_socket_disable = True
+
+# JSON logs on stdout like the rest of the stack; access lines carry the request fields.
+accesslog = "-"
+access_log_format = "%(m)s %(U)s %(s)s %(B)s %(D)s %(h)s"
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "root": {"handlers": ["stdout"], "level": "INFO"},
+    "loggers": {
+        "gunicorn.error": {"handlers": ["stdout"], "level": loglevel.upper(), "propagate": False},
+        "gunicorn.access": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+    },
+}
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def on_starting(server):
+    # Multi-process metrics: every worker writes to PROMETHEUS_MULTIPROC_DIR and /metrics sums
+    # them. Start from an empty directory so a restarted pod does not count dead workers.
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        for name in os.listdir(directory):
+            os.unlink(os.path.join(directory, name))
+
+
+def post_worker_init(worker):
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        Gauge(
+            "gunicorn_workers", "Live gunicorn worker processes", multiprocess_mode="livesum"
+        ).set(1)
+
+
+def child_exit(server, worker):
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)

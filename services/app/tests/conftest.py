@@ -1,0 +1,133 @@
+"""Fixtures: real Postgres, a real broker (Redis, or RabbitMQ with TEST_BROKER=amqp), real
+celery worker processes (one per queue, as in production), real gunicorn and a real SMTP server.
+
+The environment comes from tests/testenv.py, loaded before Django, as a deployment sets it.
+"""
+
+import threading
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from .support import start_web, start_worker
+from .testenv import BROKER, BROKERS, ENV
+
+
+def pytest_report_header():
+    return f"broker: {BROKER} ({BROKERS[BROKER].split('@')[-1]})"
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if BROKER != "redis" and item.get_closest_marker("redis_only"):
+            item.add_marker(pytest.mark.skip(reason="Redis transport behaviour"))
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("processes")
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_test_environment, django_db_blocker):
+    """A fresh, migrated test database for the whole session, shared with the workers.
+
+    Overrides pytest-django's, which only creates databases for tests marked django_db: these
+    tests use committed data (live_db) because the workers run in other processes.
+    """
+    from django.test.utils import setup_databases, teardown_databases
+
+    with django_db_blocker.unblock():
+        config = setup_databases(verbosity=0, interactive=False, aliases={"default"})
+    yield
+    with django_db_blocker.unblock():
+        teardown_databases(config, verbosity=0)
+
+
+@pytest.fixture(scope="session")
+def process_env(django_db_setup) -> dict:
+    """What every spawned process gets: ENV, pointed at the test database."""
+    from django.db import connection
+
+    url = ENV["DATABASE_URL"].rsplit("/", 1)[0] + "/" + connection.settings_dict["NAME"]
+    return {**ENV, "DATABASE_URL": url}
+
+
+@pytest.fixture(scope="session")
+def celery_app():
+    from config.celery import app
+
+    # Start from empty queues: leftovers from an earlier run would be consumed by our workers.
+    with app.connection_for_write() as conn:
+        for queue in app.conf.task_queues:
+            queue.bind(conn.default_channel).declare()
+        app.control.purge(connection=conn)
+    return app
+
+
+@pytest.fixture
+def live_db(django_db_setup, django_db_blocker):
+    """Database access in autocommit mode: the workers see what the test writes at once."""
+    with django_db_blocker.unblock():
+        yield
+
+
+@pytest.fixture(scope="session")
+def workers(celery_app, process_env, log_dir, smtp):
+    """One worker per queue, as in production: `default@…` and `high@…`."""
+    started = {
+        "default": start_worker("default", "default", process_env, log_dir),
+        "high": start_worker("high", "high", process_env, log_dir),
+    }
+    yield started
+    for worker in started.values():
+        worker.stop()
+
+
+@pytest.fixture(scope="session")
+def web(process_env, log_dir, workers):
+    process = start_web(process_env, log_dir)
+    yield process
+    process.stop()
+
+
+class SmtpRecorder:
+    """aiosmtpd handler. Recipients choose their fate:
+    flaky-N-…@ fails N times with 451, down-…@ always 451, perm-…@ 550, others accept."""
+
+    def __init__(self):
+        self.attempts = defaultdict(int)
+        self.delivered = defaultdict(list)
+        self.lock = threading.Lock()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        local = address.split("@")[0]
+        with self.lock:
+            self.attempts[address] += 1
+            attempt = self.attempts[address]
+        if local.startswith("flaky-") and attempt <= int(local.split("-")[1]):
+            return "451 4.3.0 Try again later"
+        if local.startswith("down-"):
+            return "451 4.3.0 Mail system down"
+        if local.startswith("perm-"):
+            return "550 5.1.1 No such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            for address in envelope.rcpt_tos:
+                self.delivered[address].append(envelope.content.decode(errors="replace"))
+        return "250 Message accepted"
+
+
+@pytest.fixture(scope="session")
+def smtp():
+    from aiosmtpd.controller import Controller
+
+    recorder = SmtpRecorder()
+    controller = Controller(recorder, hostname="127.0.0.1", port=int(ENV["EMAIL_PORT"]))
+    controller.start()
+    yield recorder
+    controller.stop()

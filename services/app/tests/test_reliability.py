@@ -1,0 +1,174 @@
+"""Crashes, poison messages and lost brokers: nothing is lost and the workers keep going."""
+
+import json
+import pickle
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+from kombu import Connection, Exchange
+
+from jobs import tasks
+
+from .support import BIN, Process, free_port, start_worker, wait_for
+from .testenv import ENV
+
+pytestmark = pytest.mark.usefixtures("live_db")
+
+
+def state_is(result, state):
+    return lambda: result.state == state
+
+
+def test_worker_process_killed_mid_task_is_redelivered(workers):
+    """acks_late + reject_on_worker_lost: an OOM-killed pool process means "run again"."""
+    default = workers["default"]
+    result = tasks.long_job.apply_async(kwargs={"seconds": 4, "steps": 8})
+    wait_for(state_is(result, "PROGRESS"), 20, what="long_job running")
+    for child in default.children():
+        subprocess.run(["kill", "-KILL", str(child)], check=False)
+    outcome = result.get(timeout=60)
+    assert outcome["steps"] == 8
+    assert default.log().count(f"long_job[{result.id}] received") >= 2
+    assert "WorkerLostError" in default.log()
+    assert default.alive()
+
+
+@pytest.mark.redis_only
+def test_whole_worker_sigkilled_task_comes_back_after_visibility_timeout(process_env, log_dir):
+    """The worker and its pool die at once (node lost): Redis redelivers after the timeout."""
+    url = ENV["CELERY_BROKER_URL"].rsplit("/", 1)[0] + "/3"
+    env = {
+        **process_env,
+        "CELERY_BROKER_URL": url,
+        "CELERY_BROKER_VISIBILITY_TIMEOUT": "12",
+        "CELERY_TASK_SOFT_TIME_LIMIT": "8",
+        "CELERY_TASK_TIME_LIMIT": "9",
+        "API_MAX_COUNTDOWN": "2",
+    }
+    with Connection(url) as conn:
+        conn.default_channel.client.flushdb()
+    first = start_worker("vt-first", "default", env, log_dir, concurrency=1)
+    with Connection(url) as conn, conn.Producer() as producer:
+        result = tasks.long_job.apply_async(kwargs={"seconds": 3, "steps": 6}, producer=producer)
+    wait_for(state_is(result, "PROGRESS"), 20, what="long_job running on the first worker")
+    first.popen.send_signal(signal.SIGKILL)
+    subprocess.run(["pkill", "-KILL", "-g", str(first.pid)], check=False)
+    first.stop()
+    second = start_worker("vt-second", "default", env, log_dir, concurrency=1)
+    try:
+        outcome = result.get(timeout=60)
+        assert outcome["steps"] == 6
+        assert f"long_job[{result.id}] received" in second.log()
+    finally:
+        second.stop()
+
+
+def raw_publish(conn, body, content_type, task="jobs.tasks.add"):
+    with conn.Producer() as producer:
+        producer.publish(
+            body,
+            exchange=Exchange("high", type="direct"),
+            routing_key="high",
+            content_type=content_type,
+            content_encoding="utf-8" if content_type == "application/json" else "binary",
+            headers={"task": task, "id": str(uuid.uuid4()), "lang": "py", "argsrepr": "()"},
+        )
+
+
+def test_poison_messages_are_rejected_and_consumption_continues(workers, celery_app):
+    high = workers["high"]
+    valid_body = [[1, 2], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    with celery_app.connection_for_write() as conn:
+        raw_publish(
+            conn, json.dumps(valid_body), "application/json", task="jobs.tasks.does_not_exist"
+        )
+        raw_publish(conn, b"{this is not json", "application/json")
+        raw_publish(conn, pickle.dumps(valid_body), "application/x-python-serialize")
+
+    assert tasks.add.delay(20, 22).get(timeout=20) == 42
+
+    def queue_empty():
+        with celery_app.connection_for_write() as conn:
+            try:
+                declared = conn.default_channel.queue_declare("high", passive=True)
+            except conn.channel_errors:
+                return True  # Redis: an empty list does not exist
+            return declared.message_count == 0
+
+    wait_for(queue_empty, 20, what="high queue drained")
+    log = wait_for(
+        lambda: (lambda text: text if "ContentDisallowed" in text or "untrusted" in text else None)(
+            high.log()
+        ),
+        10,
+        what="pickle rejection logged",
+    )
+    assert "jobs.tasks.does_not_exist" in log
+    assert "decode" in log.lower()
+    assert high.alive()
+
+
+def test_heartbeat_check_script(tmp_path):
+    heartbeat = tmp_path / "hb"
+    check = [str(BIN / "heartbeat-check"), str(heartbeat), "5"]
+    missing = subprocess.run(check, capture_output=True, text=True)
+    assert missing.returncode == 1
+    assert "no heartbeat file" in missing.stderr
+    heartbeat.touch()
+    assert subprocess.run(check, capture_output=True).returncode == 0
+    old = time.time() - 60
+    import os
+
+    os.utime(heartbeat, (old, old))
+    stale = subprocess.run(check, capture_output=True, text=True)
+    assert stale.returncode == 1
+    assert "last heartbeat" in stale.stderr
+
+
+@pytest.mark.redis_only
+@pytest.mark.skipif(not shutil.which("redis-server"), reason="needs a redis-server binary")
+def test_heartbeat_stops_while_the_broker_is_gone_and_resumes(process_env, log_dir, tmp_path):
+    """Liveness proves the consumer can consume, not merely that the process exists."""
+    port = free_port()
+    argv = [
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(tmp_path),
+    ]
+    redis = Process("hb-redis", argv, {}, log_dir)
+    env = {**process_env, "CELERY_BROKER_URL": f"redis://127.0.0.1:{port}/0"}
+    wait_for(lambda: "Ready to accept" in redis.log(), 10, what="redis-server up")
+    worker = start_worker("hb-worker", "default", env, log_dir, concurrency=1)
+    check = [str(BIN / "heartbeat-check"), str(worker.heartbeat), "3"]
+    try:
+        assert subprocess.run(check, capture_output=True).returncode == 0
+        redis.popen.send_signal(signal.SIGKILL)
+        redis.stop()
+        wait_for(
+            lambda: subprocess.run(check, capture_output=True).returncode == 1,
+            20,
+            what="heartbeat to go stale without a broker",
+        )
+        assert worker.alive()
+        redis = Process("hb-redis", argv, {}, log_dir)
+        wait_for(
+            lambda: subprocess.run(check, capture_output=True).returncode == 0,
+            60,
+            interval=0.5,
+            what="heartbeat to resume after the broker returns",
+        )
+    finally:
+        worker.stop()
+        redis.stop()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make helm-check`: offline verification of helm/celery-stack (no cluster needed).
 # Installs the pinned toolchain on first use (tools/helm/install.sh), then:
+#   0. shellcheck on the scripts of helm/, k8s/ and tools/helm/
 #   1. values.schema.json and files/ (monitoring copies) are up to date
 #   2. helm lint --strict and helm template for every value set
 #   3. kubernetes-validate --strict, oldest and newest supported Kubernetes
@@ -25,6 +26,10 @@ export HELM=$TOOLS/bin/helm
 
 start=$(date +%s)
 step() { printf '\n==> [%ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
+
+step "shellcheck (chart, k8s and toolchain scripts)"
+shellcheck "$ROOT"/helm/scripts/*.sh "$ROOT"/k8s/scripts/*.sh "$ROOT"/tools/helm/install.sh
+echo "  ok"
 
 step "schema and monitoring copies are current"
 python3 "$ROOT/helm/scripts/gen_schema.py" --check

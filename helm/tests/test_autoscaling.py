@@ -37,6 +37,8 @@ def test_keda_prometheus_trigger_per_pool():
         assert trigger["metadata"]["ignoreNullValues"] == "false"
         assert spec["minReplicaCount"] == 1 and spec["maxReplicaCount"] == 10
         assert spec["pollingInterval"] == 15 and spec["cooldownPeriod"] == 300
+        # KEDA names its HPA keda-hpa-<name>; a pool switched to type hpa must not clash with it.
+        assert "name" not in spec["advanced"]["horizontalPodAutoscalerConfig"]
         behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
         assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 300
         assert spec["fallback"] == {"failureThreshold": 3, "replicas": 2}

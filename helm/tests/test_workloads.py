@@ -78,6 +78,20 @@ def test_visibility_timeout_must_cover_limits_and_countdown():
     assert "config.brokerVisibilityTimeout (1000) must exceed" in err
 
 
+@pytest.mark.parametrize("limit,per_child,ok", [
+    ("1Gi", 524288, True), ("1Gi", 524289, False), ("1024Mi", 600000, False),
+    ("1000M", 480000, True), ("1000M", 500000, False), ("1073741824", 524289, False),
+])
+def test_memory_recycling_fits_the_container_limit(limit, per_child, ok):
+    values = {"workers.pools.default.resources.limits.memory": limit,
+              "workers.pools.default.maxMemoryPerChild": per_child}
+    if ok:
+        render(set_values=values)
+    else:
+        err = render_error(set_values=values)
+        assert "workers.pools.default: maxMemoryPerChild" in err and "would be OOMKilled" in err
+
+
 def test_worker_probes_use_heartbeat_never_inspect_ping(docs):
     for dep in worker_deployments(docs):
         c = pod_spec(dep)["containers"][0]

@@ -114,6 +114,24 @@ Returns JSON: use `include ... | fromJson`. */}}
 {{- toJson (dict "address" $address "passwordSecret" $secret) -}}
 {{- end -}}
 
+{{/* A memory quantity in KiB ("1Gi", "768Mi", "512M", "1073741824"); 0 when the
+     format is not one of these (the caller then skips its check). */}}
+{{- define "celery-stack.memoryKiB" -}}
+{{- $q := toString . -}}
+{{- $units := dict "Ki" 1 "Mi" 1024 "Gi" 1048576 "Ti" 1073741824 "K" 1 "M" 977 "G" 976563 -}}
+{{- $kib := 0 -}}
+{{- if regexMatch "^[0-9]+$" $q -}}
+{{- $kib = div (int64 $q) 1024 -}}
+{{- else -}}
+{{- $m := regexFindAll "^([0-9]+)(Ki|Mi|Gi|Ti|K|M|G)$" $q 1 -}}
+{{- if $m -}}
+{{- $unit := regexFind "(Ki|Mi|Gi|Ti|K|M|G)$" $q -}}
+{{- $kib = mul (int64 (trimSuffix $unit $q)) (get $units $unit) -}}
+{{- end -}}
+{{- end -}}
+{{- $kib -}}
+{{- end -}}
+
 {{/* Sorted names of enabled pools. Returns JSON list. */}}
 {{- define "celery-stack.enabledPools" -}}
 {{- $names := list -}}

@@ -47,7 +47,7 @@ def wait_until(predicate, timeout=20.0, interval=0.25, what="condition"):
 
 def http_get(url: str):
     try:
-        with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(url, timeout=5) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -59,7 +59,7 @@ class Companion:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / f"companion-{self.port}.log"
         full = {**os.environ, "METRICS_PORT": str(self.port), "METRICS_HOST": "127.0.0.1", **env}
-        self.log = open(self.log_path, "w")  # noqa: SIM115
+        self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(COMPANION, env=full, stdout=self.log, stderr=subprocess.STDOUT)
         wait_until(lambda: self.alive() and http_get(self.url + "/")[0] == 200, 15, what="companion HTTP")
 
@@ -114,7 +114,7 @@ class Procs:
 
     def worker(self, broker, *, pool, queue, concurrency=2, host=None, env=None, impl="prefork"):
         node = f"{pool}@{host or 'h' + uuid.uuid4().hex[:6]}"
-        log = open(self.tmp / f"worker-{node}.log", "w")  # noqa: SIM115
+        log = open(self.tmp / f"worker-{node}.log", "w")
         p = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "testapp", "worker", "-Q", queue, "-n", node,
              "-P", impl, "-c", str(concurrency), "-E", "--without-mingle", "--without-gossip",
@@ -126,7 +126,7 @@ class Procs:
         return p
 
     def beat(self, broker, *, queue):
-        log = open(self.tmp / "beat.log", "w")  # noqa: SIM115
+        log = open(self.tmp / "beat.log", "w")
         p = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "testapp", "beat", "-s",
              str(self.tmp / "beat-schedule"), "-l", "INFO"],

@@ -43,7 +43,7 @@ def test_amqp_depth_workers_and_wait(names, amqp_queues, companion_factory, publ
     wait_until(lambda: c.value("celery_pool_workers", pool=dpool) == 1, 30, what="amqp worker live")
     wait_until(
         lambda: c.value("celery_queue_wait_time_seconds_count", queue_name=dq) == 4, 30,
-        what=f"4 started {sorted((k, v) for k, v in c.scrape().items() if 'wait_time_seconds_count' in k[0] or 'tracked' in k[0])}",
+        what="4 started",
     )
     wait_until(lambda: c.value("celery_queue_depth", queue_name=dq) == 0, 20, what="drained")
     assert os.environ.get("TEST_BROKER_URL") == AMQP_URL

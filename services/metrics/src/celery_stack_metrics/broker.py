@@ -58,7 +58,7 @@ class BrokerPoller:
         if self.conn is not None:
             try:
                 self.conn.release()
-            except Exception:  # noqa: BLE001 - closing a broken connection may fail in any way
+            except Exception:
                 log.debug("error while closing broker connection", exc_info=True)
         self.conn = None
 
@@ -71,13 +71,7 @@ class BrokerPoller:
                 conn.release()
                 raise
             self.conn = conn
-            scheme = conn.transport.driver_type
-            if scheme == "redis":
-                self.kind = "redis"
-            elif scheme == "amqp":
-                self.kind = "amqp"
-            else:
-                self.kind = scheme
+            self.kind = conn.transport.driver_type  # 'redis' (also sentinel) or 'amqp'
         return self.conn
 
     def poll(self) -> dict[str, QueueSample]:
@@ -142,6 +136,6 @@ class BrokerPoller:
             finally:
                 try:
                     channel.close()
-                except Exception:  # noqa: BLE001
-                    pass
+                except Exception:  # the channel may already be closed by the broker
+                    log.debug("error while closing an amqp channel", exc_info=True)
         return out

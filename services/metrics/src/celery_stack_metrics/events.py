@@ -7,7 +7,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 log = logging.getLogger("celery_stack_metrics.events")
 
@@ -35,9 +35,8 @@ def _eta_seconds(eta) -> float | None:
         return None
     if dt.tzinfo is None:
         # Celery sends naive ETAs in UTC when enable_utc is on (the default).
-        from datetime import timezone
 
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 
 

@@ -23,13 +23,13 @@ def make_server(host, port, registry, health):
             if self.command != "HEAD":
                 self.wfile.write(body)
 
-        def do_GET(self):  # noqa: N802 - http.server API
+        def do_GET(self):
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 encoder, ctype = choose_encoder(self.headers.get("Accept"))
                 try:
                     body = encoder(registry)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("metrics collection failed")
                     self._send(500, b"collection failed\n", "text/plain")
                     return

@@ -9,8 +9,9 @@
 # The stack runs as its own Compose project with its own env file and free ports, so it never
 # touches a developer's .env or `make up` stack, and it is removed (volumes too) on any exit.
 #
-# Env: E2E_PROJECT (default celery-stack-e2e), E2E_WARM=1 (also measure a warm `make up`),
-#      E2E_KEEP=1 (leave the stack running for debugging).
+# Env: E2E_BROKERS (default "redis rabbitmq": the whole test once per broker; the RabbitMQ run
+#      uses compose.rabbitmq.yaml), E2E_PROJECT (default celery-stack-e2e),
+#      E2E_WARM=1 (also time a warm `make up`), E2E_KEEP=1 (leave the stack running to debug).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -33,6 +34,7 @@ export ENV_FILE=$work/e2e.env
 export COMPOSE_PROJECT_NAME=${E2E_PROJECT:-celery-stack-e2e}
 export COMPOSE_SH_QUIET=1
 started_engine=0
+brokers=${E2E_BROKERS:-redis rabbitmq}
 
 cleanup() {
     local rc=$?
@@ -69,27 +71,32 @@ if tools/compose.sh version >/dev/null 2>&1; then
 else
     say "no engine answers: setting up Podman with tools/container-engine"
     timed "podman setup" timeout 600 "$kit/setup-podman.sh" >/dev/null
-    # CE_IMAGES: only the stand-ins this stack needs. Cached layers make a re-run take seconds.
-    timed "stand-in base images" env CE_IMAGES="python redis postgres" CE_PARALLEL=1 \
+    # Only the stand-ins this stack needs. Cached layers make a re-run take seconds.
+    standins="python redis postgres"
+    case " $brokers " in *" rabbitmq "*) standins="$standins rabbitmq" ;; esac
+    timed "stand-in base images" env CE_IMAGES="$standins" CE_PARALLEL=1 \
         timeout 900 "$kit/build-images.sh" >/dev/null
     timeout 300 "$kit/engine.sh" start >/dev/null
     started_engine=1
     tools/compose.sh version >/dev/null
 fi
 
-# ---- 3. images, up, test, down ---------------------------------------------------------------------
+# ---- 3. images, then per broker: up, test, down --------------------------------------------------
 # make's own output goes to the log; the timings are what we report.
-timed "make images" timeout 1500 make --no-print-directory images
-timed "make up (cold: new volumes)" timeout 420 make --no-print-directory up
 command -v uv >/dev/null || python3 -m pip install -q uv
-timed "pytest tests/e2e" timeout 900 uv run -q --no-project \
-    --with pytest==9.2.0 --with pytest-timeout==2.4.0 \
-    pytest tests/e2e -v -p no:cacheprovider --timeout 300
-if [ "${E2E_WARM:-0}" = 1 ]; then
-    timed "make down (keep volumes)" timeout 300 make --no-print-directory down
-    timed "make up (warm)" timeout 420 make --no-print-directory up
-fi
-timed "make down" timeout 300 make --no-print-directory down
-left=$(tools/compose.sh ps -a -q | wc -l)
-[ "$left" = 0 ] || { say "make down left $left containers"; exit 1; }
+timed "make images" timeout 1500 make --no-print-directory images
+for broker in $brokers; do
+    export BROKER=$broker  # tools/compose.sh adds compose.rabbitmq.yaml; the test reads it too
+    timed "make up ($broker, new volumes)" timeout 420 make --no-print-directory up
+    timed "pytest tests/e2e ($broker)" timeout 900 uv run -q --no-project \
+        --with pytest==9.2.0 --with pytest-timeout==2.4.0 \
+        pytest tests/e2e -v -p no:cacheprovider --timeout 300
+    if [ "${E2E_WARM:-0}" = 1 ]; then
+        timed "make down ($broker, keep data)" timeout 300 make --no-print-directory down
+        timed "make up ($broker, warm)" timeout 420 make --no-print-directory up
+    fi
+    timed "make down ($broker)" timeout 300 make --no-print-directory down V=1
+    left=$(tools/compose.sh ps -a -q | wc -l)
+    [ "$left" = 0 ] || { say "make down left $left containers"; exit 1; }
+done
 say "PASS"

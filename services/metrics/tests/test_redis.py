@@ -131,6 +131,12 @@ def test_wait_histogram_and_pool_signal(redis_db, names, companion_factory, publ
     s = c.scrape()
     assert s[("celery_queue_wait_time_seconds_bucket", frozenset({"queue_name": hq, "le": "1.0"}.items()))] == 4
 
+    # A countdown is not queue wait: measured from the ETA, not from the publish.
+    app.send_task("tests.sleep", args=[0], queue=hq, countdown=3)
+    wait_until(lambda: c.scrape()[("celery_queue_wait_time_seconds_count", hl)] == 5, 30, what="countdown task started")
+    s = c.scrape()
+    assert s[("celery_queue_wait_time_seconds_bucket", frozenset({"queue_name": hq, "le": "1.0"}.items()))] == 5
+
     # All default tasks drain; the signal falls back to 0.
     wait_until(lambda: c.value("celery_pool_scaling_signal", pool=dpool) == 0, 40, what="drained")
     assert c.value("celery_queue_wait_time_seconds_count", queue_name=dq) == 5

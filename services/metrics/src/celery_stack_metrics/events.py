@@ -35,7 +35,6 @@ def _eta_seconds(eta) -> float | None:
         return None
     if dt.tzinfo is None:
         # Celery sends naive ETAs in UTC when enable_utc is on (the default).
-
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 

@@ -62,6 +62,7 @@ monitoring-check: monitoring-tools ## promtool check/test rules, amtool check-co
 	promtool check config --syntax-only monitoring/prometheus/prometheus.yml
 	amtool check-config monitoring/alertmanager/alertmanager.yml
 	python3 monitoring/grafana/generate_dashboards.py --check
+	python3 monitoring/check_dashboards.py --self-test
 	python3 monitoring/check_dashboards.py $(if $(PROMETHEUS_URL),--prometheus $(PROMETHEUS_URL))
 
 test-metrics: ## Companion exporter tests (real Redis db 2 on :6379, RabbitMQ on :5672, workers)

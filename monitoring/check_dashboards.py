@@ -5,6 +5,7 @@
   python3 monitoring/check_dashboards.py --prometheus URL      ... and evaluate EVERY panel query
                                                                 and variable query; each must
                                                                 return data (non-NaN)
+  python3 monitoring/check_dashboards.py --self-test           broken copies must be rejected
 
 Structural checks: valid JSON; uid and title present, uids unique across files; panel ids unique
 (rows included); gridPos integers inside the 24-column grid without overlaps; a `datasource`
@@ -227,6 +228,66 @@ def evaluate(prom: str, queries, rate_interval, rng, verbose) -> list[str]:
     return failures
 
 
+def self_test(src: Path) -> int:
+    """Each broken copy of the real dashboards must be rejected with the expected message."""
+    import copy
+
+    def panel(d, i):
+        return [p for p in all_panels(d["panels"]) if p.get("type") != "row"][i]
+
+    def set_(path, value):
+        def mutate(d):
+            obj = d
+            for key in path[:-1]:
+                obj = obj[key]
+            obj[path[-1]] = value
+        return mutate
+
+    cases = {
+        "duplicate panel id": (lambda d: panel(d, 1).__setitem__("id", panel(d, 0)["id"])),
+        "outside the 24-column grid": (lambda d: panel(d, 0)["gridPos"].__setitem__("x", 20)),
+        "overlaps": (lambda d: panel(d, 1).__setitem__("gridPos", dict(panel(d, 0)["gridPos"]))),
+        "panel datasource must be the datasource variable":
+            (lambda d: panel(d, 0).__setitem__("datasource", {"type": "prometheus", "uid": "prom-1"})),
+        "target A: datasource must be": (lambda d: panel(d, 0)["targets"][0].__setitem__("datasource", "Prometheus")),
+        "hard-coded job matcher": (lambda d: panel(d, 0)["targets"][0].__setitem__("expr", 'up{job="web"}')),
+        "undefined variable $nosuch":
+            (lambda d: panel(d, 0)["targets"][0].__setitem__("expr", 'up{instance=~"$nosuch"}')),
+        "parse error": (lambda d: panel(d, 0)["targets"][0].__setitem__("expr", "sum(rate(up[5m])")),
+        "needs a `datasource` variable":
+            (lambda d: d["templating"].__setitem__("list", [v for v in d["templating"]["list"] if v["name"] != "datasource"])),
+        "no `queue` variable":
+            (lambda d: d["templating"].__setitem__("list", [v for v in d["templating"]["list"] if v["name"] != "queue"])),
+        "missing or invalid uid": set_(["uid"], ""),
+    }
+    base = json.loads((src / "celery-stack-queues.json").read_text())
+    failed = 0
+    for expected, mutate in cases.items():
+        d = copy.deepcopy(base)
+        mutate(d)
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "broken.json").write_text(json.dumps(d))
+            _VARS.clear()
+            errors, queries = structural([Path(tmp) / "broken.json"])
+            if "parse error" in expected:
+                errors += promtool_syntax(queries, "1m", "15m")
+        if any(expected in e for e in errors):
+            print(f"self-test ok: {expected}")
+        else:
+            failed += 1
+            print(f"self-test FAILED: {expected!r} not reported; got {errors}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("a.json", "b.json"):
+            (Path(tmp) / name).write_text(json.dumps(base))
+        _VARS.clear()
+        errors, _ = structural(sorted(Path(tmp).glob("*.json")))
+        ok = any("also used by" in e for e in errors)
+        print(f"self-test {'ok' if ok else 'FAILED'}: duplicate uid across files")
+        failed += not ok
+    _VARS.clear()
+    return 1 if failed else 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="dashboards directory")
@@ -234,7 +295,10 @@ def main(argv=None) -> int:
     ap.add_argument("--rate-interval", default="1m", help="value for $__rate_interval (default 1m)")
     ap.add_argument("--range", dest="rng", default="15m", help="value for $__range (default 15m)")
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--self-test", action="store_true", help="check that broken dashboards are rejected")
     args = ap.parse_args(argv)
+    if args.self_test:
+        return self_test(args.dir)
 
     files = sorted(args.dir.glob("*.json"))
     if not files:

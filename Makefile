@@ -69,8 +69,8 @@ test-metrics: ## Companion exporter tests (real Redis db 2 on :6379, RabbitMQ on
 	cd services/metrics && uv sync --frozen -q && uv run --frozen pytest -q
 
 up-monitoring: ## Start the stack plus Prometheus, Alertmanager and Grafana (profile monitoring)
-	tools/ensure-env.sh
-	MONITORING=1 tools/compose.sh up -d
+	@tools/ensure-env.sh
+	MONITORING=1 tools/compose.sh up --detach --build --wait --wait-timeout 300
 
 # ---- Compose stack and images (compose/, services/Dockerfile, tools/compose.sh) --------------
 # tools/compose.sh finds the engine (Docker, or Podman's Docker-compatible socket) and passes

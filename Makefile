@@ -50,7 +50,7 @@ k8s-down: ## Delete the kind cluster made by k8s-up
 	k8s/scripts/down.sh
 
 # ---- Monitoring (monitoring/, services/metrics/, compose/compose.monitoring.yaml) ----------
-.PHONY: monitoring-tools monitoring-check test-metrics up-monitoring
+.PHONY: monitoring-tools monitoring-check monitoring-stack-check test-metrics up-monitoring
 monitoring-tools: ## Install promtool + amtool (Debian prometheus, prometheus-alertmanager) if missing
 	@command -v promtool >/dev/null && command -v amtool >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; }
@@ -64,6 +64,9 @@ monitoring-check: monitoring-tools ## promtool check/test rules, amtool check-co
 	python3 monitoring/grafana/generate_dashboards.py --check
 	python3 monitoring/check_dashboards.py --self-test
 	python3 monitoring/check_dashboards.py $(if $(PROMETHEUS_URL),--prometheus $(PROMETHEUS_URL))
+
+monitoring-stack-check: monitoring-tools ## Against a running stack (make up): host Prometheus + load, every dashboard query must return data
+	python3 monitoring/stack_check.py $(if $(BROKER),--broker $(BROKER))
 
 test-metrics: ## Companion exporter tests (real Redis db 2 on :6379, RabbitMQ on :5672, workers)
 	cd services/metrics && uv sync --frozen -q && uv run --frozen pytest -q

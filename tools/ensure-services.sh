@@ -38,7 +38,7 @@ start_postgres() {
     fi
     apt_install postgresql
   fi
-  version=$(ls /etc/postgresql | sort -V | tail -1)
+  version=$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf "%f\n" | sort -V | tail -1)
   conf=/etc/postgresql/$version/main
   # Tests connect as postgres over TCP without a password, like the CI machine.
   grep -q '^host all all 127.0.0.1/32 trust' "$conf/pg_hba.conf" \

@@ -11,13 +11,14 @@
 #
 # Env: E2E_BROKERS (default "redis rabbitmq": the whole test once per broker; the RabbitMQ run
 #      uses compose.rabbitmq.yaml), E2E_PROJECT (default celery-stack-e2e),
-#      E2E_WARM=1 (also time a warm `make up`), E2E_KEEP=1 (leave the stack running to debug).
+#      E2E_WARM=1 (also time a warm `make up`), E2E_KEEP=1 (leave the stack running to debug),
+#      E2E_STOP_ENGINE=1 (stop the Podman API service if this run started it).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 kit=$root/tools/container-engine
 t0=$(date +%s)
-say() { echo "[e2e +$(( $(date +%s) - t0 ))s] $*"; }
+say() { echo "[e2e +$(( $(date +%s) - t0 ))s] $*" >&2; }
 timed() {  # timed <label> <command...>: run it, print and remember how long it took
     local label=$1 s rc=0 took; shift
     s=$(date +%s%N)
@@ -49,9 +50,10 @@ cleanup() {
     else
         [ -f "$ENV_FILE" ] && timeout 120 tools/compose.sh down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1
         rm -rf "$work"
-        if [ "$started_engine" = 1 ]; then "$kit/engine.sh" stop >/dev/null; fi
+        # The engine stays up for the next run (and for anyone else using it on this machine).
+        if [ "$started_engine" = 1 ] && [ "${E2E_STOP_ENGINE:-0}" = 1 ]; then "$kit/engine.sh" stop >/dev/null; fi
     fi
-    if [ ${#summary[@]} -gt 0 ]; then printf '[e2e] %s\n' "${summary[@]}"; fi
+    if [ ${#summary[@]} -gt 0 ]; then printf '[e2e] %s\n' "${summary[@]}" >&2; fi
     say "exit $rc"
     exit "$rc"
 }

@@ -22,6 +22,13 @@ engine() {
   return 1
 }
 
+# run_image NAME PORT IMAGE [ARGS...]: the official image, published on 127.0.0.1 only.
+run_image() {
+  local name=$1 port=$2 image=$3 cli; shift 3
+  cli=$(engine) || return 1
+  "$cli" run -d --rm --name "celery-stack-test-$name" -p "127.0.0.1:$port:$port" "$@" "$image" >/dev/null
+}
+
 apt_install() {
   [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 1
   [ -n "$(find /var/lib/apt/lists -name '*Packages*' -mmin -1440 2>/dev/null | head -1)" ] \
@@ -31,11 +38,8 @@ apt_install() {
 
 start_postgres() {
   if ! command -v pg_ctlcluster >/dev/null; then
-    if cli=$(engine); then
-      "$cli" run -d --rm --name celery-stack-test-postgres -p 127.0.0.1:5432:5432 \
-        -e POSTGRES_HOST_AUTH_METHOD=trust "${POSTGRES_IMAGE:-postgres:16}" >/dev/null
-      return
-    fi
+    run_image postgres 5432 "${POSTGRES_IMAGE:-postgres:16}" -e POSTGRES_HOST_AUTH_METHOD=trust \
+      && return
     apt_install postgresql
   fi
   version=$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf "%f\n" | sort -V | tail -1)
@@ -48,11 +52,7 @@ start_postgres() {
 
 start_redis() {
   if ! command -v redis-server >/dev/null; then
-    if cli=$(engine); then
-      "$cli" run -d --rm --name celery-stack-test-redis -p 127.0.0.1:6379:6379 \
-        "${REDIS_IMAGE:-redis:7}" >/dev/null
-      return
-    fi
+    run_image redis 6379 "${REDIS_IMAGE:-redis:7}" && return
     apt_install redis-server
   fi
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
@@ -60,11 +60,7 @@ start_redis() {
 
 start_rabbitmq() {
   if ! command -v rabbitmq-server >/dev/null; then
-    if cli=$(engine); then
-      "$cli" run -d --rm --name celery-stack-test-rabbitmq -p 127.0.0.1:5672:5672 \
-        "${RABBITMQ_IMAGE:-rabbitmq:3}" >/dev/null
-      return
-    fi
+    run_image rabbitmq 5672 "${RABBITMQ_IMAGE:-rabbitmq:3}" && return
     apt_install rabbitmq-server
   fi
   rabbitmq-server -detached

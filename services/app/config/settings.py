@@ -6,6 +6,7 @@ import dj_database_url
 from kombu import Exchange, Queue
 
 from . import env
+from .logs import json_logging
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -209,20 +210,10 @@ CELERY_HEARTBEAT_INTERVAL = env.integer("CELERY_HEARTBEAT_INTERVAL", 10)
 # Logging: one JSON object per line on stdout, for Django, gunicorn and Celery alike.
 # ---------------------------------------------------------------------------------------------
 LOG_LEVEL = env.string("DJANGO_LOG_LEVEL", "INFO").upper()
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
-            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
-        },
-    },
-    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json"}},
-    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
-    "loggers": {
+LOGGING = json_logging(
+    LOG_LEVEL,
+    {
         "django.db.backends": {"level": "INFO"},
         "celery": {"level": env.string("CELERY_LOG_LEVEL", LOG_LEVEL).upper()},
     },
-}
+)

@@ -93,6 +93,10 @@ for broker in $brokers; do
     timed "pytest tests/e2e ($broker)" timeout 900 uv run -q --no-project \
         --with pytest==9.2.0 --with pytest-timeout==2.4.0 \
         pytest tests/e2e -v -p no:cacheprovider --timeout 300
+    # Grafana cannot run here: a real Prometheus scrapes this stack under load, and every
+    # dashboard panel query and every rule must work against it (monitoring/stack_check.py).
+    timed "dashboards vs live Prometheus ($broker)" timeout 600 \
+        make --no-print-directory monitoring-stack-check
     if [ "${E2E_WARM:-0}" = 1 ]; then
         timed "make down ($broker, keep data)" timeout 300 make --no-print-directory down
         timed "make up ($broker, warm)" timeout 420 make --no-print-directory up

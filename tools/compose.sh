@@ -11,6 +11,7 @@
 #
 # Env: ENV_FILE (default .env), BROKER=rabbitmq (adds compose.rabbitmq.yaml),
 #      MONITORING=1 (adds compose.monitoring.yaml and the `monitoring` profile),
+#      AUTOSCALE=1 (adds compose.autoscale.yaml: the autoscaler, with the engine socket mounted),
 #      COMPOSE_PROJECT_NAME (default: celery-stack, from compose.yaml).
 # Usage: tools/compose.sh <compose arguments>      e.g. tools/compose.sh ps
 set -eu
@@ -73,6 +74,18 @@ files="-f $root/compose/compose.yaml"
 [ "${BROKER:-redis}" = rabbitmq ] && files="$files -f $root/compose/compose.rabbitmq.yaml"
 if [ -n "${MONITORING:-}" ] && [ "${MONITORING}" != 0 ] && [ -f "$root/compose/compose.monitoring.yaml" ]; then
     files="$files -f $root/compose/compose.monitoring.yaml --profile monitoring"
+fi
+if [ -n "${AUTOSCALE:-}" ] && [ "${AUTOSCALE}" != 0 ]; then
+    files="$files -f $root/compose/compose.autoscale.yaml"
+    # The autoscaler gets the socket this script found, and its group. An owner-only socket
+    # (rootful Podman: root:root 0600) leaves uid 0 as the only way in (still no capabilities).
+    ENGINE_SOCKET=${DOCKER_HOST#unix://}
+    ENGINE_SOCKET_GID=$(stat -c %g "$ENGINE_SOCKET")
+    if [ -z "${AUTOSCALE_USER:-}" ] && [ "$(stat -c %A "$ENGINE_SOCKET" | cut -c6)" != w ]; then
+        AUTOSCALE_USER=0
+    fi
+    export ENGINE_SOCKET ENGINE_SOCKET_GID ${AUTOSCALE_USER:+AUTOSCALE_USER}
+    export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-celery-stack}"
 fi
 [ -f "$env_file" ] || { echo "compose.sh: $env_file is missing: run tools/ensure-env.sh (make up does)." >&2; exit 1; }
 

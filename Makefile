@@ -114,3 +114,15 @@ images: ## Build the five images (web, worker, beat, flower, exporter)
 
 e2e: ## End-to-end: Podman if needed, images, make up, API/Flower/exporter/SIGTERM/Redis checks, make down
 	tests/e2e/run.sh
+
+# ---- Autoscaling under Compose and benchmarks (compose/compose.autoscale.yaml, bench/) -----------
+.PHONY: autoscale autoscale-e2e bench
+autoscale: ## Start the stack with the queue-driven autoscaler (same as AUTOSCALE=1 make up)
+	@tools/ensure-env.sh
+	AUTOSCALE=1 $(COMPOSE) up --detach --build --wait --wait-timeout 300
+
+autoscale-e2e: ## Autoscaler end-to-end on the real stack: burst, scale-out, drain, graceful scale-in (~5 min)
+	tests/autoscale/run.sh
+
+bench: ## Benchmarks, slow and not part of make test: bench/results/latest.json + SUMMARY.md
+	bench/run.sh

@@ -326,6 +326,8 @@ class Service:
             # time limit, so a running task finishes before the engine would SIGKILL.
             grace = self.engine.inspect(cid)["Config"].get("StopTimeout") or 10
             self.engine.stop(cid, grace)
+            # 0 = the worker finished its tasks and exited; 137 would mean the grace ran out.
+            exit_code = self.engine.inspect(cid)["State"].get("ExitCode")
             self.engine.remove(cid)
             log.info(
                 "replica removed",
@@ -333,6 +335,7 @@ class Service:
                     "pool": self.pool.name,
                     "container": name,
                     "drain_seconds": round(time.monotonic() - started, 1),
+                    "exit_code": exit_code,
                 },
             )
             on_done(self.pool.name, True)
@@ -405,7 +408,6 @@ class Autoscaler:
             self.m_errors.labels("engine").inc()
 
     def poll(self, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
         self.health["last_poll"] = time.time()
         try:
             signals = self.read_signal()
@@ -419,9 +421,12 @@ class Autoscaler:
             return
         self.health["metrics_ok"] = True
         self.m_metrics_up.set(1)
+        # Decide for every pool first, then act: creating containers takes seconds, and one
+        # pool's scale-out must not delay the other pool's decision.
+        plans = []
         for pool in self.s.pools:
             try:
-                self._poll_pool(now, pool, signals[pool.name])
+                plans.append(self._decide(time.monotonic() if now is None else now, pool, signals[pool.name]))
                 self.health.update(engine_ok=True)
                 self.m_engine_up.set(1)
             except MetricsError as exc:
@@ -429,14 +434,24 @@ class Autoscaler:
                 self.m_errors.labels("metrics").inc()
                 log.error("cannot decide", extra={"pool": pool.name, "error": str(exc)})
             except EngineError as exc:
-                self.health.update(engine_ok=False, last_error=str(exc))
-                self.m_engine_up.set(0)
-                self.m_errors.labels("engine").inc()
-                log.error("engine call failed", extra={"pool": pool.name, "error": str(exc)})
+                self._engine_failed(pool, exc)
+        for plan in plans:
+            if plan is None:
+                continue
+            try:
+                self._apply(*plan)
+            except EngineError as exc:
+                self._engine_failed(plan[1], exc)
         if self.health["engine_ok"] and self.health["metrics_ok"]:
             self.health["last_error"] = None
 
-    def _poll_pool(self, now: float, pool: PoolSettings, sig: Signal) -> None:
+    def _engine_failed(self, pool: PoolSettings, exc: EngineError) -> None:
+        self.health.update(engine_ok=False, last_error=str(exc))
+        self.m_engine_up.set(0)
+        self.m_errors.labels("engine").inc()
+        log.error("engine call failed", extra={"pool": pool.name, "error": str(exc)})
+
+    def _decide(self, now: float, pool: PoolSettings, sig: Signal):
         service = self.services[pool.name]
         current = len(service.replicas())
         target = pool.knobs.target_per_replica or sig.concurrency
@@ -448,35 +463,39 @@ class Autoscaler:
         self.m_desired.labels(pool.name).set(decision.desired)
         self.m_actual.labels(pool.name).set(current)
         self.m_draining.labels(pool.name).set(len(service.draining))
-        delta = decision.desired - current
-        if delta == 0:
+        if decision.desired == current:
             log.debug("steady", extra={"pool": pool.name, "replicas": current, "backlog": sig.backlog})
-            return
-        fields = {
-            "pool": pool.name,
-            "service": pool.service,
-            "backlog": sig.backlog,
-            "target_per_replica": target,
-            "from": current,
-            "to": decision.desired,
-            "recommendation": decision.recommendation,
-            "reason": decision.reason,
-        }
-        if delta > 0:
-            log.info("scaling up", extra=fields)
+            return None
+        log.info(
+            "scaling up" if decision.desired > current else "scaling down",
+            extra={
+                "pool": pool.name,
+                "service": pool.service,
+                "backlog": sig.backlog,
+                "target_per_replica": target,
+                "from": current,
+                "to": decision.desired,
+                "recommendation": decision.recommendation,
+                "reason": decision.reason,
+            },
+        )
+        return now, pool, current, decision.desired
+
+    def _apply(self, now: float, pool: PoolSettings, current: int, desired: int) -> None:
+        service = self.services[pool.name]
+        if desired > current:
+            self.m_decisions.labels(pool.name, "up").inc()
             try:
-                created = service.scale_up(delta)
+                created = service.scale_up(desired - current)
             finally:
                 # What was started counts even when a later create failed.
                 started = len(service.replicas()) - current
                 self.scalers[pool.name].applied(now, max(started, 0))
-            self.m_decisions.labels(pool.name, "up").inc()
             log.info("replicas started", extra={"pool": pool.name, "containers": created})
         else:
-            log.info("scaling down", extra=fields)
-            stopping = service.scale_down(-delta, self._drained)
-            self.scalers[pool.name].applied(now, -len(stopping))
             self.m_decisions.labels(pool.name, "down").inc()
+            stopping = service.scale_down(current - desired, self._drained)
+            self.scalers[pool.name].applied(now, -len(stopping))
             log.info("warm shutdown started", extra={"pool": pool.name, "containers": stopping})
         self.m_actual.labels(pool.name).set(len(service.replicas()))
         self.m_draining.labels(pool.name).set(len(service.draining))

@@ -1,0 +1,229 @@
+"""End-to-end autoscaling on the real Compose stack (tests/autoscale/run.sh starts it, AUTOSCALE=1).
+
+Real images, real Redis/Postgres, real workers, the real companion and the real autoscaler
+driving the engine (Podman or Docker) through its socket. Knobs come from the env file:
+polling 5 s, max 3, scale-down window 30 s, -100 % per period.
+
+Env: ENV_FILE (ports and knobs), COMPOSE_PROJECT_NAME, AUTOSCALE=1 (for tools/compose.sh).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = str(ROOT / "tools" / "compose.sh")
+
+
+def read_env(path: str) -> dict[str, str]:
+    values = {}
+    for line in Path(path).read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+ENV = read_env(os.environ["ENV_FILE"])
+WEB = f"http://127.0.0.1:{ENV['WEB_PORT']}"
+QUEUE_METRICS = f"http://127.0.0.1:{ENV['QUEUE_METRICS_PORT']}/metrics"
+AUTOSCALER = f"http://127.0.0.1:{ENV['AUTOSCALER_PORT']}"
+POLL = float(ENV["AUTOSCALE_POLLING_INTERVAL"])
+WINDOW = float(ENV["AUTOSCALE_SCALE_DOWN_STABILIZATION_WINDOW"])
+MAX = int(ENV["AUTOSCALE_MAX_REPLICAS"])
+PROBE_QUEUE = "autoscale-probe"
+
+
+def compose(*args, timeout=120) -> str:
+    proc = subprocess.run([COMPOSE, *args], capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, (args, proc.stdout[-2000:], proc.stderr[-2000:])
+    return proc.stdout
+
+
+def django(code: str) -> object:
+    """Run code in the web container's Django shell; it prints one JSON line at the end."""
+    out = compose("exec", "-T", "web", "python", "manage.py", "shell", "-c", code, timeout=180)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def scrape(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def metric(url: str, name: str, **labels) -> float | None:
+    return scrape(url).get((name, tuple(sorted(labels.items()))))
+
+
+def wait_until(pred, timeout, what, interval=0.5):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+            if last:
+                return last
+        except (OSError, urllib.error.URLError, AssertionError) as exc:
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def states(ids: list[str]) -> dict[str, str]:
+    out = {}
+    for tid in ids:
+        with urllib.request.urlopen(f"{WEB}/api/tasks/{tid}", timeout=10) as resp:
+            out[tid] = json.loads(resp.read())["state"]
+    return out
+
+
+def decisions(pool: str, direction: str) -> float:
+    return metric(AUTOSCALER + "/metrics", "celery_stack_autoscaler_scaling_decisions_total", pool=pool,
+                  direction=direction) or 0.0
+
+
+def autoscaler_logs() -> list[dict]:
+    out = []
+    for line in compose("logs", "--no-color", "--no-log-prefix", "autoscaler").splitlines():
+        if line.startswith("{"):
+            out.append(json.loads(line))
+    return out
+
+
+def replica_names(service: str) -> list[str]:
+    return sorted(compose("ps", "-a", "--format", "{{.Name}}", service).split())
+
+
+class Watcher(threading.Thread):
+    """Samples the autoscaler's `high` recommendation and scale-down count twice a second."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.stop = threading.Event()
+        self.samples: list[tuple[float, float | None, float]] = []
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                m = scrape(AUTOSCALER + "/metrics")
+                self.samples.append((
+                    time.monotonic(),
+                    m.get(("celery_stack_autoscaler_recommended_replicas", (("pool", "high"),))),
+                    m.get(("celery_stack_autoscaler_scaling_decisions_total",
+                           (("direction", "down"), ("pool", "high"))), 0.0),
+                ))
+            except OSError:
+                pass
+            self.stop.wait(0.5)
+
+
+def test_burst_scales_out_drains_and_scales_in_without_losing_or_killing_a_task():
+    # ---- steady state: one replica per pool, autoscaler healthy
+    wait_until(lambda: urllib.request.urlopen(AUTOSCALER + "/healthz", timeout=5).status == 200, 60,
+               "autoscaler healthy")
+    for pool in ("default", "high"):
+        wait_until(lambda p=pool: metric(AUTOSCALER + "/metrics", "celery_stack_autoscaler_actual_replicas",
+                                         pool=p) == 1, 30, f"{pool}: 1 replica")
+    assert decisions("default", "up") == decisions("high", "up") == 0
+
+    # ---- burst: 12 x 4 s on high, 18 x 6 s on default (the API routes long_job to default;
+    # the Django shell can pick the queue, which is what we need to load `high`).
+    ids = django(
+        "import json; from jobs.tasks import long_job; "
+        "h = [long_job.apply_async(kwargs={'seconds': 4, 'steps': 4}, queue='high').id for _ in range(12)]; "
+        "d = [long_job.apply_async(kwargs={'seconds': 6, 'steps': 6}, queue='default').id for _ in range(18)]; "
+        "print(json.dumps({'high': h, 'default': d}))"
+    )
+    burst = ids["high"] + ids["default"]
+    watcher = Watcher()
+    watcher.start()
+
+    # ---- scale-out decided on the first poll that sees the backlog: within one polling interval
+    seen = {}
+    scaled = {}
+    deadline = time.monotonic() + 60
+    while len(scaled) < 2 and time.monotonic() < deadline:
+        now = time.monotonic()
+        q = scrape(QUEUE_METRICS)
+        for pool in ("default", "high"):
+            if pool not in seen and (q.get(("celery_pool_queued_messages", (("pool", pool),))) or 0) > 2:
+                seen[pool] = now
+            desired = metric(AUTOSCALER + "/metrics", "celery_stack_autoscaler_desired_replicas", pool=pool)
+            if pool in seen and pool not in scaled and (desired or 0) > 1:
+                scaled[pool] = now
+        time.sleep(0.2)
+    assert set(scaled) == {"default", "high"}, (seen, scaled)
+    for pool in scaled:
+        # +1 s: our own sampling of both endpoints.
+        assert scaled[pool] - seen[pool] <= POLL + 1.0, (pool, scaled[pool] - seen[pool])
+    for pool in ("default", "high"):
+        wait_until(lambda p=pool: metric(QUEUE_METRICS, "celery_pool_workers", pool=p) == MAX, 90,
+                   f"{pool}: {MAX} live workers")
+    assert len(replica_names("worker-default")) == MAX
+
+    # ---- a task running on the replica that will be scaled in: the newest default replica
+    # (scale-in removes newest first) also consumes a probe queue, and gets a 75 s long_job.
+    hostname = compose("exec", "-T", "--index", str(MAX), "worker-default", "hostname").strip()
+    probe = django(
+        "import json; from kombu import Exchange, Queue; from config.celery import app; "
+        "from jobs.tasks import long_job; "
+        f"r = app.control.add_consumer('{PROBE_QUEUE}', destination=['default@{hostname}'], reply=True); "
+        # A Queue object: the app declares only default and high (create_missing_queues off).
+        f"q = Queue('{PROBE_QUEUE}', Exchange('{PROBE_QUEUE}', type='direct'), routing_key='{PROBE_QUEUE}'); "
+        "t = long_job.apply_async(kwargs={'seconds': 75, 'steps': 25}, queue=q); "
+        "print(json.dumps({'reply': r, 'id': t.id}))"
+    )
+    assert probe["reply"], probe
+    probe_id = probe["id"]
+
+    # ---- drain: every burst task succeeds
+    wait_until(lambda: set(states(burst).values()) == {"SUCCESS"}, 240, "every burst task SUCCESS", interval=2)
+    wait_until(lambda: states([probe_id])[probe_id] == "PROGRESS", 60, "probe running")
+
+    # ---- scale-in of `high`, not before the stabilisation window has passed since its last
+    # recommendation above 1 (the sampler has watched the autoscaler since the burst).
+    wait_until(lambda: decisions("high", "down") >= 1, WINDOW + 60, "high scale-in")
+    watcher.stop.set()
+    watcher.join(5)
+    last_high = max(t for t, rec, _ in watcher.samples if rec is not None and rec > 1)
+    first_down = min(t for t, _, down in watcher.samples if down >= 1)
+    held = first_down - last_high
+    assert held >= WINDOW - 2, f"high scaled in {held:.1f}s after its last recommendation > 1; window {WINDOW}s"
+    # default: the probe is its only work (1 active task => 1 replica), so it scales in too,
+    # newest first, which is the probe's replica.
+    wait_until(lambda: decisions("default", "down") >= 1, WINDOW + 60, "default scale-in")
+
+    # ---- the probe finishes on its draining replica; then that replica goes, cleanly.
+    wait_until(lambda: states([probe_id])[probe_id] == "SUCCESS", 90, "probe SUCCESS", interval=1)
+    probe_container = f"{os.environ['COMPOSE_PROJECT_NAME']}-worker-default-{MAX}"
+    removed = wait_until(
+        lambda: [ln for ln in autoscaler_logs() if ln["message"] == "replica removed"
+                 and ln["container"] == probe_container],
+        60, "probe replica removed")[0]
+    assert removed["exit_code"] == 0, removed  # warm shutdown, not SIGKILL after the grace period
+    assert removed["drain_seconds"] >= 5, removed  # it waited for the probe task
+    # The task was not redelivered to the surviving replica (acks_late would have done that if
+    # its worker had been killed).
+    assert probe_id not in compose("logs", "--no-color", "worker-default")
+
+    for pool, service in (("default", "worker-default"), ("high", "worker-high")):
+        wait_until(lambda s=service: len(replica_names(s)) == 1, 120, f"{service}: back to 1 replica")
+        assert metric(AUTOSCALER + "/metrics", "celery_stack_autoscaler_actual_replicas", pool=pool) == 1
+    for ln in autoscaler_logs():
+        if ln["message"] == "replica removed":
+            assert ln["exit_code"] == 0, ln
+    assert set(states([*burst, probe_id]).values()) == {"SUCCESS"}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -30,8 +29,9 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from . import __version__, logs
-from .config import ConfigError
+from . import __version__
+from .cli import start
+from .config import ConfigError, number
 from .engine import Engine, EngineError, clone_spec, replica_name
 from .scaling import Knobs, Policy, PoolScaler
 
@@ -77,17 +77,8 @@ def _get(env, pool: str | None, knob: str) -> str:
 
 
 def _num(env, pool, knob, default, kind=float, minimum=0):
-    raw = _get(env, pool, knob)
     name = f"AUTOSCALE_{pool.upper()}_{knob} (or AUTOSCALE_{knob})" if pool else f"AUTOSCALE_{knob}"
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
-    if value < minimum or (isinstance(value, float) and not math.isfinite(value)):
-        raise ConfigError(f"{name} must be >= {minimum}, got {raw!r}")
-    return value
+    return number(name, _get(env, pool, knob), default, kind, minimum, inclusive=True)
 
 
 def load(env=None) -> Settings:
@@ -506,20 +497,7 @@ class Autoscaler:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("-h", "--help"):
-        print(__doc__ or "")
-        return 0
-    if argv and argv[0] == "--version":
-        print(__version__)
-        return 0
-    try:
-        settings = load()
-    except ConfigError as exc:
-        logs.setup("INFO")
-        log.critical(f"configuration error: {exc}")
-        return 2
-    logs.setup(settings.log_level)
+    settings = start(sys.argv[1:] if argv is None else argv, __doc__ or "", load, log)
     disable_created_metrics()
     registry = CollectorRegistry()
     engine = Engine(settings.docker_host)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -80,17 +81,25 @@ def parse_pools(raw: str) -> tuple[Pool, ...]:
     return tuple(pools)
 
 
-def _number(env, name: str, default: float, kind=float, minimum: float = 0.0):
-    raw = env.get(name, "").strip()
+def number(name: str, raw: str, default, kind=float, minimum: float = 0.0, inclusive=False):
+    """Parse one numeric setting: `default` when empty, else finite and above `minimum`
+    (or equal to it with `inclusive`), with an error that names the variable."""
+    raw = raw.strip()
     if not raw:
         return default
     try:
         value = kind(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
-    if value <= minimum:
-        raise ConfigError(f"{name} must be greater than {minimum}, got {raw!r}")
+    too_small = value < minimum if inclusive else value <= minimum
+    if too_small or not math.isfinite(value):
+        bound = f">= {minimum}" if inclusive else f"greater than {minimum}"
+        raise ConfigError(f"{name} must be {bound}, got {raw!r}")
     return value
+
+
+def _number(env, name: str, default: float, kind=float, minimum: float = 0.0):
+    return number(name, env.get(name, ""), default, kind, minimum)
 
 
 def load(env=None) -> Settings:

@@ -12,10 +12,11 @@ import time
 from celery import Celery
 from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics
 
-from . import __version__, logs
+from . import __version__
 from .broker import BrokerPoller
+from .cli import start
 from .collector import WAIT_BUCKETS, BrokerSnapshot, Collector
-from .config import ConfigError, Settings, load
+from .config import Settings, load
 from .events import EventReceiverThread, EventState
 
 log = logging.getLogger("celery_stack_metrics")
@@ -66,21 +67,8 @@ def poll_loop(settings: Settings, poller: BrokerPoller, snap: BrokerSnapshot, st
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("-h", "--help"):
-        print(__doc__ or "", "\nConfigured by environment variables; see services/metrics/README.md.")
-        return 0
-    if argv and argv[0] == "--version":
-        print(__version__)
-        return 0
-    try:
-        settings = load()
-    except ConfigError as exc:
-        logs.setup("INFO")
-        log.critical(f"configuration error: {exc}")
-        return 2
-    logs.setup(settings.log_level)
-
+    usage = f"{__doc__ or ''}\nConfigured by environment variables; see services/metrics/README.md."
+    settings = start(sys.argv[1:] if argv is None else argv, usage, load, log)
     disable_created_metrics()  # no *_created series: they only add cardinality here
     app = make_app(settings)
     registry = CollectorRegistry()

@@ -1,0 +1,629 @@
+"""make bench: the five benchmarks of celery-stack. Writes bench/results/latest.json and SUMMARY.md.
+
+Every comparison is made within one run and reported as a ratio: the machine is shared and noisy.
+
+Host part (1-3): processes started from the app's venv with the stack's real settings
+(services/app config), a private redis-server on a free loopback port (AOF everysec, like the
+Compose Redis) and a scratch Postgres database `celery_stack_bench` on 127.0.0.1 (the result
+backend). Stack part (4-5): the Compose stack under the engine tools/compose.sh finds, as its own
+project (bench/run.sh starts it). Every load loop is bounded in count and time; all traffic stays
+on loopback or the bench's own containers.
+
+Usage (bench/run.sh does this): bench.py host | stack | report
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "services" / "app"
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+VENV_BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "services" / "metrics" / "src"))  # the engine client, for 4-5
+
+# What the stack changes, set back to Celery's own defaults (reference.md (d); Celery 5.x docs).
+# Time limits stay: the app refuses to start a worker without them, and they cost nothing per task.
+CELERY_DEFAULTS = {
+    "worker_prefetch_multiplier": 4,
+    "worker_disable_prefetch": False,
+    "worker_send_task_events": False,
+    "task_send_sent_event": False,
+    "task_track_started": False,
+    "result_extended": False,
+    "worker_max_tasks_per_child": None,
+    "worker_max_memory_per_child": None,
+    "worker_soft_shutdown_timeout": 0.0,
+    "worker_enable_soft_shutdown_on_idle": False,
+}
+POOLS = {  # the Compose values of each pool
+    "high": {"queues": "high", "limits": (30, 45)},
+    "default": {"queues": "default", "limits": (300, 360)},
+}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(pred, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"{what}: not within {timeout}s")
+
+
+def pct(values, q):
+    values = sorted(values)
+    if not values:
+        return None
+    k = (len(values) - 1) * q / 100
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+# ==== host part: benchmarks 1-3 ===================================================================
+
+
+class Host:
+    """A private Redis, a scratch database, and the app's Django/Celery set up in this process."""
+
+    def __init__(self):
+        self.tmp = Path(tempfile.mkdtemp(prefix="celery-stack-bench."))
+        self.redis_port = free_port()
+        self.procs: list[subprocess.Popen] = []
+        self.redis = subprocess.Popen(
+            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(self.tmp)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        pg = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
+        subprocess.run(["psql", f"{pg}/postgres", "-qc", "DROP DATABASE IF EXISTS celery_stack_bench"], check=True)
+        subprocess.run(["psql", f"{pg}/postgres", "-qc", "CREATE DATABASE celery_stack_bench"], check=True)
+        self.env = {
+            "DJANGO_SECRET_KEY": "bench-" + os.urandom(24).hex(),
+            "DATABASE_URL": f"{pg}/celery_stack_bench",
+            "CELERY_BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "CELERY_HEARTBEAT_FILE": str(self.tmp / "heartbeat"),
+            "PROMETHEUS_MULTIPROC_DIR": str(self.tmp / "prom"),
+            "PYTHONPATH": f"{BENCH}{os.pathsep}{APP}",
+        }
+        (self.tmp / "prom").mkdir()
+        os.environ.update(self.env)
+        wait_for(lambda: self._ping(), 10, "redis-server")
+        subprocess.run([VENV_BIN / "python", "manage.py", "migrate", "--noinput", "-v", "0"], cwd=APP,
+                       env={**os.environ}, check=True)
+        sys.path[:0] = [str(APP), str(BENCH)]
+        os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+        import django
+
+        django.setup()
+        import redis
+        from django_celery_results.models import TaskResult
+
+        from config.celery import app
+
+        self.app = app
+        self.r = redis.Redis(port=self.redis_port)
+        self.TaskResult = TaskResult
+
+    def _ping(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.redis_port), 0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def reset(self):
+        for key in self.r.scan_iter("*"):
+            if not key.startswith(b"_kombu.binding"):
+                self.r.delete(key)
+        self.TaskResult.objects.all().delete()
+
+    def worker(self, name, queues, *, conf=None, pool="prefork", concurrency=2, loglevel="INFO", limits=(30, 45)):
+        env = {
+            **os.environ,
+            "CELERY_WORKER_CONCURRENCY": str(concurrency),
+            "CELERY_TASK_SOFT_TIME_LIMIT": str(limits[0]),
+            "CELERY_TASK_TIME_LIMIT": str(limits[1]),
+            "BENCH_CELERY_CONF": json.dumps(conf or {}),
+        }
+        out = open(self.tmp / f"worker-{name}.log", "w")
+        p = subprocess.Popen(
+            [VENV_BIN / "celery", "--app", "benchapp", "--quiet", "worker", "--queues", queues,
+             "--hostname", f"{name}@bench", "--pool", pool, "--concurrency", str(concurrency),
+             "--loglevel", loglevel],
+            cwd=APP, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.procs.append(p)
+        return p
+
+    def stop(self, p, timeout=30):
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+    def close(self):
+        for p in self.procs:
+            self.stop(p, 10)
+        self.redis.terminate()
+        self.redis.wait(10)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ---- 1. throughput -------------------------------------------------------------------------
+
+    def prefill(self, n, queue):
+        from jobs.tasks import add
+
+        for _ in range(n):
+            add.apply_async(args=(1, 2), queue=queue)
+
+    def drain_rate(self, n, queue, timeout=300, profile=None, **worker_kw) -> float:
+        """Pre-fill n no-op tasks, start the worker, time first to last completion (worker start-up
+        excluded) from the result backend's date_done."""
+        self.reset()
+        self.prefill(n, queue)
+        p = self.worker("t" + os.urandom(3).hex(), queue, **worker_kw)
+        spy = None
+        if profile:
+            # Where the worker's time goes: py-spy samples the main process and its pool children.
+            spy = subprocess.Popen(["py-spy", "record", "--subprocesses", "--nonblocking", "--format", "raw",
+                                    "--rate", "200", "-o", str(profile), "--pid", str(p.pid)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: self.TaskResult.objects.filter(status="SUCCESS").count() >= n, timeout,
+                     f"drain of {n}", interval=0.5)
+        finally:
+            if spy:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(30)
+            self.stop(p)
+        from django.db.models import Max, Min
+
+        span = self.TaskResult.objects.aggregate(a=Min("date_done"), b=Max("date_done"))
+        return (n - 1) / (span["b"] - span["a"]).total_seconds()
+
+    def raw_redis(self, n, queue) -> dict:
+        """The ceiling: the same kombu messages, LPUSHed and BRPOPed by one client each."""
+        self.reset()
+        self.prefill(n, queue)
+        msgs = self.r.lrange(queue, 0, -1)
+        self.r.delete(queue)
+        t = time.perf_counter()
+        for m in msgs:
+            self.r.lpush(queue, m)
+        push = n / (time.perf_counter() - t)
+        t = time.perf_counter()
+        got = 0
+        while got < n and self.r.brpop(queue, timeout=5):
+            got += 1
+        pop = got / (time.perf_counter() - t)
+        return {"lpush_per_s": round(push), "brpop_per_s": round(pop)}
+
+    # ---- 2. isolation --------------------------------------------------------------------------
+
+    def isolation(self, shared: bool, slow=20_000, probes=200) -> dict:
+        from jobs.tasks import add, long_job
+
+        self.reset()
+        t = time.monotonic()
+        with self.app.producer_or_acquire() as producer:
+            for _ in range(slow):
+                long_job.apply_async(kwargs={"seconds": 1, "steps": 1}, queue="default", producer=producer)
+        log(f"  {slow} slow tasks queued on default in {time.monotonic() - t:.0f}s")
+        if shared:
+            ws = [self.worker("shared", "default,high", concurrency=4, limits=(300, 360))]
+        else:
+            ws = [self.worker("default", "default", limits=(300, 360)), self.worker("high", "high", limits=(30, 45))]
+        try:
+            # Workers busy with the slow backlog before the first probe.
+            wait_for(lambda: self.TaskResult.objects.filter(status="STARTED").count() >= 2, 60, "slow tasks running")
+            time.sleep(2)
+            sent = {}
+            for _ in range(probes):
+                t_pub = time.time()
+                sent[add.apply_async(args=(1, 1)).id] = t_pub
+                time.sleep(0.025)
+            wait_for(lambda: self.TaskResult.objects.filter(task_id__in=list(sent), status="SUCCESS").count()
+                     >= probes, 120, "probes done", interval=0.5)
+            rows = self.TaskResult.objects.filter(task_id__in=list(sent)).values_list("task_id", "date_created")
+            lat = [(created.timestamp() - sent[tid]) * 1000 for tid, created in rows]
+        finally:
+            for w in ws:
+                self.stop(w, 20)
+            self.r.delete("default", "high")
+        return {"p50_ms": round(pct(lat, 50), 1), "p99_ms": round(pct(lat, 99), 1), "max_ms": round(max(lat), 1),
+                "probes": len(lat), "slow_tasks_queued": slow}
+
+    # ---- 3. enqueue API ------------------------------------------------------------------------
+
+    def api(self, duration=15, connections=16) -> dict:
+        self.reset()
+        port = free_port()
+        out = open(self.tmp / "gunicorn.log", "w")
+        web = subprocess.Popen(
+            [VENV_BIN / "gunicorn", "config.wsgi:application", "--config", "python:config.gunicorn",
+             "--bind", f"127.0.0.1:{port}"],
+            cwd=APP, env={**os.environ}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.procs.append(web)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for(lambda: _http_ok(url + "/healthz"), 30, "gunicorn")
+            # warm-up: every gunicorn worker imports and connects before the timed run
+            subprocess.run(["wrk", "-t2", "-c4", "-d3s", "-s", str(BENCH / "post.lua"), url + "/api/tasks/add"],
+                           capture_output=True, check=True, timeout=30)
+            proc = subprocess.run(
+                ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(BENCH / "post.lua"),
+                 url + "/api/tasks/add"], capture_output=True, text=True, check=True, timeout=duration + 30,
+            )
+        finally:
+            self.stop(web)
+            self.r.delete("high")
+        text = proc.stdout
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+        lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+\w+)", text, re.M))
+        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+        total = int(re.search(r"(\d+) requests in", text).group(1))
+        return {"requests_per_s": round(rps), "p50": lat.get("50"), "p99": lat.get("99"),
+                "p99_ms": _ms(lat.get("99")), "requests": total, "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+                "connections": connections, "seconds": duration, "gunicorn": "2 workers x 4 threads (gthread)",
+                "wrk": text}
+
+
+def _http_ok(url):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _ms(v):
+    if not v:
+        return None
+    num, unit = re.match(r"([\d.]+)(\w+)", v).groups()
+    return round(float(num) * {"us": 0.001, "ms": 1, "s": 1000}[unit], 2)
+
+
+def top_frames(path: Path, k: int = 15) -> list:
+    """Leaf functions by share of samples, from py-spy's raw (collapsed stack) output."""
+    counts, total = {}, 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        leaf = stack.split(";")[-1]
+        leaf = re.sub(r"\s*\(.*?/(site-packages|lib/python[\d.]+)/", " (", leaf)
+        counts[leaf] = counts.get(leaf, 0) + int(n)
+        total += int(n)
+    return [{"frame": f, "share": round(c / total, 3)} for f, c in sorted(counts.items(), key=lambda x: -x[1])[:k]]
+
+
+def host_part(n: int) -> dict:
+    h = Host()
+    out = {"environment": "host processes from services/app/.venv with the stack's settings; private "
+                          "redis-server (AOF everysec) on loopback; Postgres result backend on 127.0.0.1",
+           "cpus": os.cpu_count()}
+    try:
+        log("1. throughput")
+        tp = {}
+        for pool, spec in POOLS.items():
+            q = spec["queues"]
+            stack = h.drain_rate(n, q, limits=spec["limits"])
+            defaults = h.drain_rate(n, q, conf=CELERY_DEFAULTS, loglevel="WARNING", limits=spec["limits"])
+            raw = h.raw_redis(n, q)
+            tp[pool] = {"stack": round(stack), "celery_defaults": round(defaults), "raw_redis": raw,
+                        "stack_vs_defaults": round(stack / defaults, 2),
+                        "stack_vs_raw_brpop": round(stack / raw["brpop_per_s"], 3)}
+            log(f"  {pool}: stack {stack:.0f}/s, defaults {defaults:.0f}/s, raw {raw}")
+        # The search for the fastest worker configuration on this machine (high pool settings).
+        variants = {
+            "stack (prefork c=2, prefetch 1, no Redis prefetch)": {},
+            "prefork c=4": {"concurrency": 4},
+            "prefork c=2, prefetch x4 (Redis prefetch on)": {
+                "conf": {"worker_prefetch_multiplier": 4, "worker_disable_prefetch": False}},
+            "threads c=4": {"pool": "threads", "concurrency": 4},
+            "solo": {"pool": "solo", "concurrency": 1},
+            "prefork c=2, log level WARNING": {"loglevel": "WARNING"},
+        }
+        search = {}
+        for label, kw in variants.items():
+            search[label] = round(h.drain_rate(n, "high", limits=(30, 45), **kw))
+            log(f"  {label}: {search[label]}/s")
+        best = max(search, key=search.get)
+        tp["search_high_pool"] = search
+        tp["fastest"] = {"config": best, "tasks_per_s": search[best],
+                         "stack_ratio": round(search[next(iter(variants))] / search[best], 2)}
+        tp["tasks_per_run"] = n
+        if shutil.which("py-spy"):
+            raw = RESULTS / "profile-stack-high.txt"
+            h.drain_rate(n, "high", limits=(30, 45), profile=raw)
+            tp["profile"] = {"file": raw.name, "top_self": top_frames(raw)}
+        out["throughput"] = tp
+
+        log("2. isolation")
+        slow = int(os.environ.get("BENCH_SLOW_TASKS", "20000"))
+        sep = h.isolation(shared=False, slow=slow)
+        log(f"  separate pools: {sep}")
+        shared = h.isolation(shared=True, slow=slow)
+        log(f"  one worker, both queues: {shared}")
+        out["isolation"] = {"separate_pools": sep, "shared_worker": shared,
+                            "p99_ratio_shared_over_separate": round(shared["p99_ms"] / sep["p99_ms"], 1)}
+
+        log("3. enqueue API")
+        api = h.api()
+        log(f"  {api['requests_per_s']} req/s, p99 {api['p99']}, non-2xx {api['non_2xx']}")
+        out["api"] = api
+    finally:
+        h.close()
+    return out
+
+
+# ==== stack part: benchmarks 4-5 ==================================================================
+
+
+def compose(*args, timeout=300, check=True) -> str:
+    proc = subprocess.run([str(ROOT / "tools" / "compose.sh"), *args], capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode:
+        raise RuntimeError(f"compose {args}: {proc.stderr[-1500:]}")
+    return proc.stdout
+
+
+def scrape(url):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def burst(env, mode: str, n: int, task_seconds: float, limit: float) -> dict:
+    """Publish n tasks to `default`; sample backlog and replicas every second until drained."""
+    qm = f"http://127.0.0.1:{env['QUEUE_METRICS_PORT']}/metrics"
+    asc = f"http://127.0.0.1:{env['AUTOSCALER_PORT']}/metrics"
+    code = (
+        "from jobs.tasks import long_job; from config.celery import app\n"
+        "with app.producer_or_acquire() as p:\n"
+        f"    for _ in range({n}): long_job.apply_async(kwargs={{'seconds': {task_seconds}, 'steps': 1}}, "
+        "queue='default', producer=p)\n"
+    )
+    pub = subprocess.Popen([str(ROOT / "tools" / "compose.sh"), "exec", "-T", "web", "python", "manage.py",
+                            "shell", "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    from celery_stack_metrics.engine import Engine
+
+    # The engine API, not `compose ps`: one HTTP call instead of a compose process every second.
+    engine, project = Engine(os.environ["DOCKER_HOST"]), os.environ["COMPOSE_PROJECT_NAME"]
+    t0 = time.monotonic()
+    samples, first_seen, first_up, published_at, drained_at = [], None, None, None, None
+    while time.monotonic() - t0 < limit:
+        t = time.monotonic() - t0
+        try:
+            q = scrape(qm)
+        except OSError:
+            time.sleep(1)
+            continue
+        queued = q.get(("celery_pool_queued_messages", (("pool", "default"),)), 0)
+        active = q.get(("celery_pool_active_tasks", (("pool", "default"),)), 0)
+        workers = q.get(("celery_pool_workers", (("pool", "default"),)), 0)
+        replicas = len([c for c in engine.service_containers(project, "worker-default") if c["State"] == "running"])
+        samples.append({"t": round(t, 1), "queued": queued, "active": active, "workers": workers,
+                        "replicas": replicas})
+        if first_seen is None and queued > 0:
+            first_seen = t
+        if mode == "on" and first_up is None:
+            try:
+                ups = scrape(asc).get(("celery_stack_autoscaler_scaling_decisions_total",
+                                       (("direction", "up"), ("pool", "default"))), 0)
+            except OSError:
+                ups = 0
+            if ups >= 1:
+                first_up = t
+        if published_at is None and pub.poll() is not None:
+            published_at = t
+        if published_at is not None and queued == 0 and active == 0 and t > published_at + 1:
+            drained_at = t
+            break
+        time.sleep(max(0.0, 1.0 - (time.monotonic() - t0 - t)))
+    if pub.poll() is None:
+        pub.kill()
+    return {"mode": mode, "tasks": n, "task_seconds": task_seconds, "publish_seconds": published_at,
+            "drain_seconds": drained_at, "backlog_first_seen": first_seen, "first_scale_up": first_up,
+            "max_replicas": max(s["replicas"] for s in samples), "samples": samples}
+
+
+def plot(off, on, path: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    for run, color in ((off, "tab:red"), (on, "tab:blue")):
+        ts = [s["t"] for s in run["samples"]]
+        drained = run["drain_seconds"]
+        label = f"autoscaler {run['mode']}: " + (f"drained in {drained:.0f}s" if drained else "not drained in time")
+        ax1.plot(ts, [s["queued"] + s["active"] for s in run["samples"]], color=color, label=label)
+        ax2.step(ts, [s["replicas"] for s in run["samples"]], color=color, where="post", label=f"{run['mode']}")
+        if run["drain_seconds"]:
+            ax1.axvline(run["drain_seconds"], color=color, ls=":")
+    ax1.set_ylabel("backlog (queued + active)")
+    ax1.set_title(f"Burst of {on['tasks']} tasks ({on['task_seconds'] * 1000:.0f} ms each) on the default pool")
+    ax1.legend()
+    ax2.set_ylabel("worker-default replicas")
+    ax2.set_xlabel("seconds since the burst started")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def footprint(env) -> dict:
+    from celery_stack_metrics.engine import Engine
+
+    eng = Engine(os.environ["DOCKER_HOST"])
+    images = {}
+    base = None
+    for img in eng._call("GET", "/images/json"):
+        for tag in img.get("RepoTags") or []:
+            name = tag.rsplit("/", 1)[-1]
+            if name == "python:3.12-slim":
+                base = img["Size"]
+            for target in ("web", "worker", "beat", "flower", "exporter"):
+                if name == f"{env.get('IMAGE_PREFIX', 'celery-stack')}-{target}:{env.get('IMAGE_TAG', 'latest')}":
+                    images[target] = img["Size"]
+    out = {"images_mb": {k: round(v / 1e6) for k, v in images.items()},
+           "base_mb": round(base / 1e6) if base else None,
+           "over_base_mb": {k: round((v - base) / 1e6) for k, v in images.items()} if base else None}
+    rss = {}
+    for c in eng._call("GET", "/containers/json?" + urllib.parse.urlencode(
+            {"filters": json.dumps({"label": [f"com.docker.compose.project={os.environ['COMPOSE_PROJECT_NAME']}"]})})):
+        svc = c["Labels"].get("com.docker.compose.service")
+        stats = eng._call("GET", f"/containers/{c['Id']}/stats?stream=false")
+        mem = stats.get("memory_stats", {})
+        usage = mem.get("usage", 0) - (mem.get("stats", {}) or {}).get("inactive_file", 0)
+        rss[svc] = round(usage / 1e6)
+    out["idle_memory_mb"] = dict(sorted(rss.items()))
+    out["memory_note"] = "cgroup memory usage minus inactive file cache, from the engine's stats API, stack idle"
+    return out
+
+
+def stack_part(n: int, task_seconds: float) -> dict:
+    env = {}
+    for line in Path(os.environ["ENV_FILE"]).read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            k, _, v = line.partition("=")
+            env[k.strip()] = v.strip()
+    out = {"environment": "Compose stack under " + os.environ.get("DOCKER_HOST", "?") + ", 2 CPUs shared"}
+    log("4. autoscaling: off (autoscaler stopped, worker-default at its 1 replica)")
+    compose("stop", "autoscaler")
+    off = burst(env, "off", n, task_seconds, limit=900)
+    log(f"  off: drained in {off['drain_seconds']}s")
+    compose("start", "autoscaler")
+    wait_for(lambda: _http_ok(f"http://127.0.0.1:{env['AUTOSCALER_PORT']}/healthz"), 60, "autoscaler healthy", 1)
+    log("4. autoscaling: on")
+    on = burst(env, "on", n, task_seconds, limit=900)
+    log(f"  on: drained in {on['drain_seconds']}s, max {on['max_replicas']} replicas")
+    plot(off, on, RESULTS / "autoscale.png")
+    reaction = (on["first_scale_up"] - on["backlog_first_seen"]) if on["first_scale_up"] is not None else None
+    out["autoscaling"] = {
+        "off": off, "on": on, "plot": "autoscale.png",
+        "speedup": round(off["drain_seconds"] / on["drain_seconds"], 2)
+        if off["drain_seconds"] and on["drain_seconds"] else None,
+        "scale_out_reaction_seconds": round(reaction, 1) if reaction is not None else None,
+        "polling_interval": float(env.get("AUTOSCALE_POLLING_INTERVAL", 15)),
+        "max_replicas": int(env.get("AUTOSCALE_MAX_REPLICAS", 4)),
+    }
+    log("5. footprint: wait for scale-in and idle")
+    wait_for(lambda: len(compose("ps", "-q", "worker-default").split()) == 1, 900, "back to 1 replica", 5)
+    time.sleep(20)
+    out["footprint"] = footprint(env)
+    return out
+
+
+# ==== report ======================================================================================
+
+
+def summary(res: dict) -> str:
+    tp, iso, api = res["throughput"], res["isolation"], res["api"]
+    auto, foot = res["autoscaling"], res["footprint"]
+    L = [f"# Benchmarks ({res['date']}, {res['machine']})", "",
+         "One `make bench` run; every comparison is within that run. Absolute numbers are for this "
+         "shared 2-CPU machine: read the ratios. Benchmarks 1-3 run host processes from the app's venv with "
+         "the stack's settings (private Redis on loopback, Postgres result backend); 4-5 run the Compose stack.",
+         "", "| Benchmark | Result | Target | Met |", "|---|---|---|---|"]
+    for pool in ("high", "default"):
+        t = tp[pool]
+        L.append(f"| Throughput, `{pool}` worker (no-op, prefork c=2) | {t['stack']} tasks/s = "
+                 f"{t['stack_vs_defaults']}x Celery defaults ({t['celery_defaults']}/s); raw Redis BRPOP "
+                 f"{t['raw_redis']['brpop_per_s']}/s | not below defaults | "
+                 f"{'yes' if t['stack_vs_defaults'] >= 1 else 'no'} |")
+    f = tp["fastest"]
+    L.append(f"| Stack vs fastest configuration found ({f['config']}: {f['tasks_per_s']}/s) | {f['stack_ratio']}x | "
+             f">= 0.9x | {'yes' if f['stack_ratio'] >= 0.9 else 'no'} |")
+    s, sh = iso["separate_pools"], iso["shared_worker"]
+    L.append(f"| `high` publish-to-start, 20,000 slow tasks on `default` | separate pools p50 {s['p50_ms']} ms / "
+             f"p99 {s['p99_ms']} ms; one shared worker p50 {sh['p50_ms']} / p99 {sh['p99_ms']} ms "
+             f"({iso['p99_ratio_shared_over_separate']}x) | p99 < 15 ms | {'yes' if s['p99_ms'] < 15 else 'no'} |")
+    L.append(f"| Enqueue API `POST /api/tasks/add` (wrk, {api['connections']} connections, {api['seconds']} s) | "
+             f"{api['requests_per_s']} req/s, p99 {api['p99']}, {api['non_2xx']} non-2xx | - | - |")
+    def secs(v):
+        return f"{v:.0f} s" if v is not None else "not drained within the time limit"
+
+    L.append(f"| Autoscaled drain, {auto['on']['tasks']} tasks ({auto['on']['task_seconds'] * 1000:.0f} ms each) | "
+             f"{secs(auto['on']['drain_seconds'])} with (max {auto['on']['max_replicas']} replicas) vs "
+             f"{secs(auto['off']['drain_seconds'])} without = {auto['speedup']}x | >= 3x | "
+             f"{'yes' if (auto['speedup'] or 0) >= 3 else 'no'} |")
+    r = auto["scale_out_reaction_seconds"]
+    L.append(f"| Scale-out reaction (backlog visible -> first replica added) | {r} s, polling interval "
+             f"{auto['polling_interval']:.0f} s | within one interval | "
+             f"{'yes' if r is not None and r <= auto['polling_interval'] else 'no'} |")
+    ob = foot.get("over_base_mb") or {}
+    L.append(f"| Image size over the base ({foot.get('base_mb')} MB) | "
+             + ", ".join(f"{k} +{v} MB" for k, v in ob.items()) + " | <= 120 MB each | "
+             + ("yes" if ob and max(ob.values()) <= 120 else "no") + " |")
+    L += ["", "Idle memory per service (MB): "
+          + ", ".join(f"{k} {v}" for k, v in foot["idle_memory_mb"].items()) + ".", "",
+          "Fastest-configuration search (`high` pool settings, tasks/s): "
+          + "; ".join(f"{k}: {v}" for k, v in tp["search_high_pool"].items()) + ".", "",
+          "![autoscaling](autoscale.png)", ""]
+    return "\n".join(L)
+
+
+def main() -> int:
+    what = sys.argv[1] if len(sys.argv) > 1 else "report"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    partial = RESULTS / f"partial-{what}.json"
+    if what == "host":
+        partial.write_text(json.dumps(host_part(int(os.environ.get("BENCH_TASKS", "1000"))), indent=1))
+    elif what == "stack":
+        partial.write_text(json.dumps(stack_part(int(os.environ.get("BENCH_BURST", "10000")),
+                                                 float(os.environ.get("BENCH_TASK_SECONDS", "0.05"))), indent=1))
+    elif what == "report":
+        host = json.loads((RESULTS / "partial-host.json").read_text())
+        stack = json.loads((RESULTS / "partial-stack.json").read_text())
+        res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "machine": f"{os.cpu_count()} CPUs, {os.uname().release}", **host, **stack}
+        res["environment"] = {"host": host["environment"], "stack": stack["environment"]}
+        (RESULTS / "latest.json").write_text(json.dumps(res, indent=1) + "\n")
+        (RESULTS / "SUMMARY.md").write_text(summary(res))
+        for p in ("partial-host.json", "partial-stack.json"):
+            (RESULTS / p).unlink()
+        print((RESULTS / "SUMMARY.md").read_text())
+    else:
+        print(__doc__)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# make bench: the five benchmarks (bench/bench.py), then bench/results/latest.json + SUMMARY.md.
+# Slow and noisy by nature: never part of `make test` or CI.
+#
+#   1-3 (host): processes from services/app/.venv with the stack's settings, a private
+#       redis-server on a free loopback port, a scratch Postgres database on 127.0.0.1
+#       (tools/ensure-services.sh makes sure Postgres answers).
+#   4-5 (stack): the Compose stack with the autoscaler (AUTOSCALE=1) as its own project
+#       (celery-stack-bench: own env file and free ports, like make e2e), removed on exit.
+#
+# Env: BENCH_TASKS (no-op tasks per throughput run, default 1000), BENCH_BURST (default 10000),
+#      BENCH_TASK_SECONDS (sleep of each burst task, default 0.05), BENCH_MAX_REPLICAS (default 6).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+say() { echo "[bench] $*" >&2; }
+command -v uv >/dev/null || python3 -m pip install -q uv
+command -v wrk >/dev/null || { echo "bench: wrk is missing (Debian: apt-get install wrk)" >&2; exit 1; }
+command -v redis-server >/dev/null || { echo "bench: redis-server is missing (Debian: apt-get install redis-server)" >&2; exit 1; }
+tools/ensure-services.sh >/dev/null
+(cd services/app && uv sync --locked -q)
+py() { uv run -q --project services/app --locked --with matplotlib==3.9.4 --with py-spy==0.4.1 python bench/bench.py "$@"; }
+
+say "host benchmarks (1-3)"
+py host
+
+work=$(mktemp -d /tmp/celery-stack-bench.XXXXXX)
+export ENV_FILE=$work/bench.env COMPOSE_PROJECT_NAME=celery-stack-bench COMPOSE_SH_QUIET=1 AUTOSCALE=1
+cleanup() {
+    local rc=$?
+    set +e
+    [ -f "$ENV_FILE" ] && timeout 300 tools/compose.sh down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1
+    rm -rf "$work"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+tools/ensure-env.sh >/dev/null
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+for var in WEB_PORT FLOWER_PORT EXPORTER_PORT QUEUE_METRICS_PORT; do
+    sed -i "s/^${var}=.*/${var}=$(free_port)/" "$ENV_FILE"
+done
+# Its own image tag: a concurrent build of :latest (another checkout, make e2e) cannot change
+# the images under test.
+sed -i "s/^IMAGE_TAG=.*/IMAGE_TAG=bench/" "$ENV_FILE"
+# The chart's defaults, except max replicas (one host) and a scale-down window short enough
+# for the footprint step to find the stack back at one replica.
+cat >> "$ENV_FILE" <<EOT
+AUTOSCALER_PORT=$(free_port)
+AUTOSCALE_MAX_REPLICAS=${BENCH_MAX_REPLICAS:-6}
+AUTOSCALE_SCALE_DOWN_STABILIZATION_WINDOW=60
+AUTOSCALE_SCALE_DOWN_PERCENT=100
+EOT
+if ! tools/compose.sh version >/dev/null 2>&1; then
+    say "no engine answers: setting up Podman with tools/container-engine"
+    timeout 600 tools/container-engine/setup-podman.sh >/dev/null
+    CE_IMAGES="python redis postgres" CE_PARALLEL=1 timeout 900 tools/container-engine/build-images.sh >/dev/null
+    timeout 300 tools/container-engine/engine.sh start >/dev/null
+fi
+# The engine socket tools/compose.sh uses, for the engine API calls of benchmarks 4-5.
+DOCKER_HOST=$(COMPOSE_SH_QUIET='' tools/compose.sh version 2>&1 >/dev/null | sed -n 's/.*(\(unix:[^)]*\)).*/\1/p')
+export DOCKER_HOST
+say "stack benchmarks (4-5) on $DOCKER_HOST"
+timeout 1500 make --no-print-directory images >"$work/images.log" 2>&1 || { tail -30 "$work/images.log"; exit 1; }
+timeout 420 make --no-print-directory up >"$work/up.log" 2>&1 || { tail -30 "$work/up.log"; exit 1; }
+py stack
+py report

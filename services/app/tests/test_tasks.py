@@ -1,6 +1,5 @@
 """Task behaviour on real workers: routing, retries, transactions, canvas, limits."""
 
-import itertools
 import time
 import uuid
 from pathlib import Path
@@ -113,10 +112,12 @@ def test_soft_time_limit_cleans_up_and_fails_with_a_reason():
 
 
 def test_rate_limit_spaces_calls():
-    results = [tasks.notify_partner.delay(n) for n in range(3)]
+    """PARTNER_RATE_LIMIT=60/m in the tests: the worker releases one call a second. Unlimited,
+    four no-op calls on two processes finish within a fraction of a second. The span is what
+    the limit guarantees; single gaps also carry pool scheduling delays."""
+    results = [tasks.notify_partner.delay(n) for n in range(4)]
     times = sorted(r.get(timeout=30)["at"] for r in results)
-    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-    assert min(gaps) >= 0.8, gaps  # PARTNER_RATE_LIMIT=60/m in the tests: one a second
+    assert times[-1] - times[0] >= 0.8 * 3, times
 
 
 def test_expired_task_is_revoked_not_run():

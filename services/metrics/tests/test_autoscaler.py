@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -169,7 +170,7 @@ def test_backlog_from_the_companion_counts_priority_lists_and_active_tasks(
     # priority sub-list that a plain LLEN misses.
     for _ in range(2):
         app.send_task("tests.sleep", args=[20], queue=q)
-    procs.worker(REDIS_URL, pool=pool, queue=q, concurrency=2)
+    worker = procs.worker(REDIS_URL, pool=pool, queue=q, concurrency=2)
     wait_until(lambda: c.value("celery_pool_active_tasks", pool=pool) == 2, 30, what="2 active")
     for _ in range(4):
         app.send_task("tests.sleep", args=[0], queue=q)
@@ -185,6 +186,9 @@ def test_backlog_from_the_companion_counts_priority_lists_and_active_tasks(
     s = scaler(max_replicas=10)
     assert s.decide(0, sig.backlog, sig.concurrency, current=1).desired == 4
     assert read_companion(url, [pool, names["high_pool"]])[names["high_pool"]].backlog == 0
+    # Cold shutdown: the 20 s tasks must not outlive the test in orphaned pool processes.
+    worker.send_signal(signal.SIGQUIT)
+    worker.wait(30)
 
 
 def test_no_backlog_series_is_an_error_not_zero(names, companion_factory):

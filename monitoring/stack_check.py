@@ -57,7 +57,7 @@ def free_port() -> int:
 
 
 def get(url, timeout=10):
-    with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - loopback URLs only
+    with urllib.request.urlopen(url, timeout=timeout) as r:
         return r.status, r.read()
 
 
@@ -65,7 +65,7 @@ def post_json(url, body):
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                  headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, json.loads(r.read() or b"{}")
     except urllib.error.HTTPError as e:
         return e.code, {}
@@ -103,7 +103,7 @@ class Load(threading.Thread):
             for path in ["/", f"/api/tasks/{ids[-1]}" if ids else "/"]:
                 try:
                     get(self.web + path)
-                except Exception:  # noqa: BLE001 - load, not assertions
+                except Exception:
                     self.errors += 1
             self.stop.wait(0.5)
 
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
                       ("celery-stack-metrics", f"http://{strip(queue_metrics)}/metrics")):
         try:
             get(url)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             print(f"stack_check: {name} is not reachable at {url}: {exc}")
             return 2
 
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     }
     (work / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
     prom_url = f"http://127.0.0.1:{port}"
-    log = open(work / "prometheus.log", "w")  # noqa: SIM115
+    log = open(work / "prometheus.log", "w")
     prom = subprocess.Popen(
         [args.prometheus_bin, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
          f"--web.listen-address=127.0.0.1:{port}"],
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
             try:
                 if get(prom_url + "/-/ready")[0] == 200:
                     break
-            except Exception:  # noqa: BLE001
+            except Exception:
                 time.sleep(0.5)
         else:
             print("stack_check: Prometheus did not become ready; see", work / "prometheus.log")

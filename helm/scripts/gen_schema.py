@@ -123,8 +123,11 @@ pool_defaults = obj(pool_props, required=[
     "queues", "concurrency", "softTimeLimit", "timeLimit", "terminationGracePeriodSeconds",
     "autoscaling", "resources"])
 
-component = lambda extra: obj({"enabled": BOOL, "image": image, "resources": resources,
-                               "extraEnv": env_list, **scheduling, **extra})
+
+def component(extra):
+    return obj({"enabled": BOOL, "image": image, "resources": resources,
+                "extraEnv": env_list, **scheduling, **extra})
+
 
 schema = {
     "$schema": "http://json-schema.org/draft-07/schema#",

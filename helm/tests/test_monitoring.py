@@ -1,6 +1,5 @@
 """Monitoring objects come from monitoring/ through the chart's files/ copy, never drifting."""
 import json
-import pathlib
 import subprocess
 
 import yaml
@@ -36,7 +35,7 @@ def test_one_prometheusrule_per_rules_file():
     rules = docs.of("PrometheusRule")
     with_groups = [f for f in RULE_FILES if (yaml.safe_load(f.read_text()) or {}).get("groups")]
     assert len(rules) == len(with_groups)
-    for f, rule in zip(with_groups, sorted(rules, key=lambda r: r["metadata"]["name"])):
+    for f, rule in zip(with_groups, sorted(rules, key=lambda r: r["metadata"]["name"]), strict=True):
         assert rule["spec"]["groups"] == yaml.safe_load(f.read_text())["groups"]
 
 

@@ -4,7 +4,7 @@ import subprocess
 
 import yaml
 
-from conftest import CHART, CI_VALUES, CREDS, HELM
+from conftest import CHART, CREDS, HELM
 
 WRAPPER = """apiVersion: v1
 kind: ConfigMap

@@ -123,7 +123,7 @@ def test_disabled_pool_renders_nothing():
 
 def test_fixed_replicas_only_without_autoscaler(docs):
     scaled = {d["spec"]["scaleTargetRef"]["name"] for d in docs.of("ScaledObject") + docs.of("HorizontalPodAutoscaler")}
-    for dep in worker_deployments(docs) + [docs.get("Deployment", "rel-celery-stack-web")]:
+    for dep in [*worker_deployments(docs), docs.get("Deployment", "rel-celery-stack-web")]:
         name = dep["metadata"]["name"]
         assert ("replicas" in dep["spec"]) == (name not in scaled), name
 

@@ -35,28 +35,17 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-tools/ensure-env.sh >/dev/null
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-for var in WEB_PORT FLOWER_PORT EXPORTER_PORT QUEUE_METRICS_PORT; do
-    sed -i "s/^${var}=.*/${var}=$(free_port)/" "$ENV_FILE"
-done
-# Its own image tag: a concurrent build of :latest (another checkout, make e2e) cannot change
-# the images under test.
-sed -i "s/^IMAGE_TAG=.*/IMAGE_TAG=bench/" "$ENV_FILE"
+# shellcheck source=tools/isolated-stack.sh
+. tools/isolated-stack.sh
+isolated_env_file bench
 # The chart's defaults, except max replicas (one host) and a scale-down window short enough
 # for the footprint step to find the stack back at one replica.
 cat >> "$ENV_FILE" <<EOT
-AUTOSCALER_PORT=$(free_port)
 AUTOSCALE_MAX_REPLICAS=${BENCH_MAX_REPLICAS:-6}
 AUTOSCALE_SCALE_DOWN_STABILIZATION_WINDOW=60
 AUTOSCALE_SCALE_DOWN_PERCENT=100
 EOT
-if ! tools/compose.sh version >/dev/null 2>&1; then
-    say "no engine answers: setting up Podman with tools/container-engine"
-    timeout 600 tools/container-engine/setup-podman.sh >/dev/null
-    CE_IMAGES="python redis postgres" CE_PARALLEL=1 timeout 900 tools/container-engine/build-images.sh >/dev/null
-    timeout 300 tools/container-engine/engine.sh start >/dev/null
-fi
+ensure_engine
 # The engine socket tools/compose.sh uses, for the engine API calls of benchmarks 4-5.
 DOCKER_HOST=$(COMPOSE_SH_QUIET='' tools/compose.sh version 2>&1 >/dev/null | sed -n 's/.*(\(unix:[^)]*\)).*/\1/p')
 export DOCKER_HOST

@@ -11,42 +11,21 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = str(ROOT / "tools" / "compose.sh")
+from stack import ENV, QUEUE_METRICS, compose, task_status, wait_for
 
-
-def read_env(path: str) -> dict[str, str]:
-    values = {}
-    for line in Path(path).read_text().splitlines():
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            values[key.strip()] = value.strip()
-    return values
-
-
-ENV = read_env(os.environ["ENV_FILE"])
-WEB = f"http://127.0.0.1:{ENV['WEB_PORT']}"
-QUEUE_METRICS = f"http://127.0.0.1:{ENV['QUEUE_METRICS_PORT']}/metrics"
+QUEUE_METRICS = QUEUE_METRICS + "/metrics"
 AUTOSCALER = f"http://127.0.0.1:{ENV['AUTOSCALER_PORT']}"
 POLL = float(ENV["AUTOSCALE_POLLING_INTERVAL"])
 WINDOW = float(ENV["AUTOSCALE_SCALE_DOWN_STABILIZATION_WINDOW"])
 MAX = int(ENV["AUTOSCALE_MAX_REPLICAS"])
 PROBE_QUEUE = "autoscale-probe"
-
-
-def compose(*args, timeout=120) -> str:
-    proc = subprocess.run([COMPOSE, *args], capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, (args, proc.stdout[-2000:], proc.stderr[-2000:])
-    return proc.stdout
 
 
 def django(code: str) -> object:
@@ -69,26 +48,8 @@ def metric(url: str, name: str, **labels) -> float | None:
     return scrape(url).get((name, tuple(sorted(labels.items()))))
 
 
-def wait_until(pred, timeout, what, interval=0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = pred()
-            if last:
-                return last
-        except (OSError, urllib.error.URLError, AssertionError) as exc:
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-
-
 def states(ids: list[str]) -> dict[str, str]:
-    out = {}
-    for tid in ids:
-        with urllib.request.urlopen(f"{WEB}/api/tasks/{tid}", timeout=10) as resp:
-            out[tid] = json.loads(resp.read())["state"]
-    return out
+    return {tid: task_status(tid)["state"] for tid in ids}
 
 
 def decisions(pool: str, direction: str) -> float:
@@ -133,10 +94,10 @@ class Watcher(threading.Thread):
 
 def test_burst_scales_out_drains_and_scales_in_without_losing_or_killing_a_task():
     # ---- steady state: one replica per pool, autoscaler healthy
-    wait_until(lambda: urllib.request.urlopen(AUTOSCALER + "/healthz", timeout=5).status == 200, 60,
+    wait_for(lambda: urllib.request.urlopen(AUTOSCALER + "/healthz", timeout=5).status == 200, 60,
                "autoscaler healthy")
     for pool in ("default", "high"):
-        wait_until(lambda p=pool: metric(AUTOSCALER + "/metrics", "celery_stack_autoscaler_actual_replicas",
+        wait_for(lambda p=pool: metric(AUTOSCALER + "/metrics", "celery_stack_autoscaler_actual_replicas",
                                          pool=p) == 1, 30, f"{pool}: 1 replica")
     assert decisions("default", "up") == decisions("high", "up") == 0
 
@@ -171,7 +132,7 @@ def test_burst_scales_out_drains_and_scales_in_without_losing_or_killing_a_task(
         # +1 s: our own sampling of both endpoints.
         assert scaled[pool] - seen[pool] <= POLL + 1.0, (pool, scaled[pool] - seen[pool])
     for pool in ("default", "high"):
-        wait_until(lambda p=pool: metric(QUEUE_METRICS, "celery_pool_workers", pool=p) == MAX, 90,
+        wait_for(lambda p=pool: metric(QUEUE_METRICS, "celery_pool_workers", pool=p) == MAX, 90,
                    f"{pool}: {MAX} live workers")
     assert len(replica_names("worker-default")) == MAX
 
@@ -191,12 +152,12 @@ def test_burst_scales_out_drains_and_scales_in_without_losing_or_killing_a_task(
     probe_id = probe["id"]
 
     # ---- drain: every burst task succeeds
-    wait_until(lambda: set(states(burst).values()) == {"SUCCESS"}, 240, "every burst task SUCCESS", interval=2)
-    wait_until(lambda: states([probe_id])[probe_id] == "PROGRESS", 60, "probe running")
+    wait_for(lambda: set(states(burst).values()) == {"SUCCESS"}, 240, "every burst task SUCCESS", interval=2)
+    wait_for(lambda: states([probe_id])[probe_id] == "PROGRESS", 60, "probe running")
 
     # ---- scale-in of `high`, not before the stabilisation window has passed since its last
     # recommendation above 1 (the sampler has watched the autoscaler since the burst).
-    wait_until(lambda: decisions("high", "down") >= 1, WINDOW + 60, "high scale-in")
+    wait_for(lambda: decisions("high", "down") >= 1, WINDOW + 60, "high scale-in")
     watcher.stop.set()
     watcher.join(5)
     last_high = max(t for t, rec, _ in watcher.samples if rec is not None and rec > 1)
@@ -205,12 +166,12 @@ def test_burst_scales_out_drains_and_scales_in_without_losing_or_killing_a_task(
     assert held >= WINDOW - 2, f"high scaled in {held:.1f}s after its last recommendation > 1; window {WINDOW}s"
     # default: the probe is its only work (1 active task => 1 replica), so it scales in too,
     # newest first, which is the probe's replica.
-    wait_until(lambda: decisions("default", "down") >= 1, WINDOW + 60, "default scale-in")
+    wait_for(lambda: decisions("default", "down") >= 1, WINDOW + 60, "default scale-in")
 
     # ---- the probe finishes on its draining replica; then that replica goes, cleanly.
-    wait_until(lambda: states([probe_id])[probe_id] == "SUCCESS", 90, "probe SUCCESS", interval=1)
+    wait_for(lambda: states([probe_id])[probe_id] == "SUCCESS", 90, "probe SUCCESS", interval=1)
     probe_container = f"{os.environ['COMPOSE_PROJECT_NAME']}-worker-default-{MAX}"
-    removed = wait_until(
+    removed = wait_for(
         lambda: [ln for ln in autoscaler_logs() if ln["message"] == "replica removed"
                  and ln["container"] == probe_container],
         60, "probe replica removed")[0]
@@ -221,7 +182,7 @@ def test_burst_scales_out_drains_and_scales_in_without_losing_or_killing_a_task(
     assert probe_id not in compose("logs", "--no-color", "worker-default")
 
     for pool, service in (("default", "worker-default"), ("high", "worker-high")):
-        wait_until(lambda s=service: len(replica_names(s)) == 1, 120, f"{service}: back to 1 replica")
+        wait_for(lambda s=service: len(replica_names(s)) == 1, 120, f"{service}: back to 1 replica")
         assert metric(AUTOSCALER + "/metrics", "celery_stack_autoscaler_actual_replicas", pool=pool) == 1
     for ln in autoscaler_logs():
         if ln["message"] == "replica removed":

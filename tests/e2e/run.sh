@@ -16,7 +16,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
-kit=$root/tools/container-engine
+# shellcheck source=tools/isolated-stack.sh
+. tools/isolated-stack.sh
 t0=$(date +%s)
 say() { echo "[e2e +$(( $(date +%s) - t0 ))s] $*" >&2; }
 timed() {  # timed <label> <command...>: run it, print and remember how long it took
@@ -34,7 +35,6 @@ work=$(mktemp -d /tmp/celery-stack-e2e.XXXXXX)
 export ENV_FILE=$work/e2e.env
 export COMPOSE_PROJECT_NAME=${E2E_PROJECT:-celery-stack-e2e}
 export COMPOSE_SH_QUIET=1
-started_engine=0
 brokers=${E2E_BROKERS:-redis rabbitmq}
 
 cleanup() {
@@ -51,7 +51,7 @@ cleanup() {
         [ -f "$ENV_FILE" ] && timeout 120 tools/compose.sh down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1
         rm -rf "$work"
         # The engine stays up for the next run (and for anyone else using it on this machine).
-        if [ "$started_engine" = 1 ] && [ "${E2E_STOP_ENGINE:-0}" = 1 ]; then "$kit/engine.sh" stop >/dev/null; fi
+        if [ "$STARTED_ENGINE" = 1 ] && [ "${E2E_STOP_ENGINE:-0}" = 1 ]; then tools/container-engine/engine.sh stop >/dev/null; fi
     fi
     if [ ${#summary[@]} -gt 0 ]; then printf '[e2e] %s\n' "${summary[@]}" >&2; fi
     say "exit $rc"
@@ -60,37 +60,20 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# ---- 1. env file: generated secrets, free host ports ------------------------------------------------
-tools/ensure-env.sh >/dev/null
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-for var in WEB_PORT FLOWER_PORT EXPORTER_PORT QUEUE_METRICS_PORT; do
-    sed -i "s/^${var}=.*/${var}=$(free_port)/" "$ENV_FILE"
-done
+# ---- 1. env file and container engine (tools/isolated-stack.sh) -------------------------------------
+isolated_env_file e2e
+standins="python redis postgres"
+case " $brokers " in *" rabbitmq "*) standins="$standins rabbitmq" ;; esac
+timed "container engine" ensure_engine "$standins"
 
-# ---- 2. container engine -------------------------------------------------------------------------
-if tools/compose.sh version >/dev/null 2>&1; then
-    say "using the engine tools/compose.sh found"
-else
-    say "no engine answers: setting up Podman with tools/container-engine"
-    timed "podman setup" timeout 600 "$kit/setup-podman.sh" >/dev/null
-    # Only the stand-ins this stack needs. Cached layers make a re-run take seconds.
-    standins="python redis postgres"
-    case " $brokers " in *" rabbitmq "*) standins="$standins rabbitmq" ;; esac
-    timed "stand-in base images" env CE_IMAGES="$standins" CE_PARALLEL=1 \
-        timeout 900 "$kit/build-images.sh" >/dev/null
-    timeout 300 "$kit/engine.sh" start >/dev/null
-    started_engine=1
-    tools/compose.sh version >/dev/null
-fi
-
-# ---- 3. images, then per broker: up, test, down --------------------------------------------------
+# ---- 2. images, then per broker: up, test, down --------------------------------------------------
 # make's own output goes to the log; the timings are what we report.
 command -v uv >/dev/null || python3 -m pip install -q uv
 timed "make images" timeout 1500 make --no-print-directory images
 for broker in $brokers; do
     export BROKER=$broker  # tools/compose.sh adds compose.rabbitmq.yaml; the test reads it too
     timed "make up ($broker, new volumes)" timeout 420 make --no-print-directory up
-    timed "pytest tests/e2e ($broker)" timeout 900 uv run -q --no-project \
+    timed "pytest tests/e2e ($broker)" env PYTHONPATH=tests timeout 900 uv run -q --no-project \
         --with pytest==9.2.0 --with pytest-timeout==2.4.0 \
         pytest tests/e2e -v -p no:cacheprovider --timeout 300
     # Grafana cannot run here: a real Prometheus scrapes this stack under load, and every

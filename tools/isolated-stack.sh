@@ -1,0 +1,39 @@
+# shellcheck shell=bash
+# Sourced, not run, by the scripts that start their own copy of the Compose stack beside a
+# developer's: tests/e2e/run.sh, tests/autoscale/run.sh and bench/run.sh. They run from the
+# repository root with ENV_FILE and COMPOSE_PROJECT_NAME exported.
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# isolated_env_file [image tag]: ENV_FILE gets generated secrets (tools/ensure-env.sh) and a free
+# loopback port for every published service, so it never clashes with `make up`. A tag of its
+# own keeps a concurrent build of :latest (another checkout, make e2e) off the images under test.
+isolated_env_file() {
+    tools/ensure-env.sh >/dev/null
+    local var
+    for var in WEB_PORT FLOWER_PORT EXPORTER_PORT QUEUE_METRICS_PORT; do
+        sed -i "s/^${var}=.*/${var}=$(free_port)/" "$ENV_FILE"
+    done
+    echo "AUTOSCALER_PORT=$(free_port)" >>"$ENV_FILE"
+    if [ -n "${1:-}" ]; then sed -i "s/^IMAGE_TAG=.*/IMAGE_TAG=$1/" "$ENV_FILE"; fi
+}
+
+# ensure_engine [stand-in images...]: use the engine tools/compose.sh finds. When none answers
+# (CI, this kind of VM), set up rootful Podman with tools/container-engine: apt packages, local
+# stand-ins for the official base images, the API socket and Compose v2. Idempotent, and fast on
+# a reused machine. Sets STARTED_ENGINE=1 when it started the engine.
+# shellcheck disable=SC2034  # read by the sourcing script
+STARTED_ENGINE=0
+ensure_engine() {
+    tools/compose.sh version >/dev/null 2>&1 && return 0
+    local kit=tools/container-engine standins="${*:-python redis postgres}"
+    echo "no engine answers: setting up Podman with $kit (stand-ins: $standins)" >&2
+    # `|| return`: callers may run this where `set -e` does not apply (cmd || rc=$?).
+    timeout 600 "$kit/setup-podman.sh" >/dev/null || return
+    # Cached layers make a re-run take seconds.
+    CE_IMAGES="$standins" CE_PARALLEL=1 timeout 900 "$kit/build-images.sh" >/dev/null || return
+    timeout 300 "$kit/engine.sh" start >/dev/null || return
+    # shellcheck disable=SC2034
+    STARTED_ENGINE=1
+    tools/compose.sh version >/dev/null
+}

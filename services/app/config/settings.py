@@ -198,7 +198,9 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # Django's LOGGING (JSON) configures e
 # Events: celery-exporter and celery-stack-metrics build their metrics from them.
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
-CELERY_TASK_TRACK_STARTED = True
+# STARTED costs a result-backend write per task; only tasks that run long enough for someone to
+# watch them set track_started (jobs/tasks.py). Events report every start anyway.
+CELERY_TASK_TRACK_STARTED = False
 
 # Celery's Django fixup closes the database connection before and after every task unless this
 # is set: a new Postgres connection per task halved throughput in `make bench`. With it set,

@@ -98,7 +98,7 @@ class JobTimedOut(Exception):
     """long_job reached its soft time limit; its partial output was removed."""
 
 
-@shared_task(bind=True, **IDEMPOTENT)
+@shared_task(bind=True, track_started=True, **IDEMPOTENT)  # STARTED: it runs for a while
 def long_job(self, seconds: int = 10, steps: int = 20) -> dict:
     """A slow job that reports progress and cleans up when it runs out of time.
 

@@ -144,9 +144,11 @@ class Host:
                 self.r.delete(key)
         self.TaskResult.objects.all().delete()
 
-    def worker(self, name, queues, *, conf=None, pool="prefork", concurrency=2, loglevel="INFO", limits=(30, 45)):
+    def worker(self, name, queues, *, conf=None, pool="prefork", concurrency=2, loglevel="INFO", limits=(30, 45),
+               env=None):
         env = {
             **os.environ,
+            **(env or {}),
             "CELERY_WORKER_CONCURRENCY": str(concurrency),
             "CELERY_TASK_SOFT_TIME_LIMIT": str(limits[0]),
             "CELERY_TASK_TIME_LIMIT": str(limits[1]),
@@ -239,10 +241,12 @@ class Host:
             for _ in range(slow):
                 long_job.apply_async(kwargs={"seconds": 1, "steps": 1}, queue="default", producer=producer)
         log(f"  {slow} slow tasks queued on default in {time.monotonic() - t:.0f}s")
+        starts = {"BENCH_RECORD_STARTS": "1"}
         if shared:
-            ws = [self.worker("shared", "default,high", concurrency=4, limits=(300, 360))]
+            ws = [self.worker("shared", "default,high", concurrency=4, limits=(300, 360), env=starts)]
         else:
-            ws = [self.worker("default", "default", limits=(300, 360)), self.worker("high", "high", limits=(30, 45))]
+            ws = [self.worker("default", "default", limits=(300, 360), env=starts),
+                  self.worker("high", "high", limits=(30, 45), env=starts)]
         try:
             # Workers busy with the slow backlog before the first probe.
             wait_for(lambda: self.TaskResult.objects.filter(status="STARTED").count() >= 2, 60, "slow tasks running")
@@ -252,14 +256,18 @@ class Host:
                 t_pub = time.time()
                 sent[add.apply_async(args=(1, 1)).id] = t_pub
                 time.sleep(0.025)
-            wait_for(lambda: self.TaskResult.objects.filter(task_id__in=list(sent), status="SUCCESS").count()
-                     >= probes, 120, "probes done", interval=0.5)
-            rows = self.TaskResult.objects.filter(task_id__in=list(sent)).values_list("task_id", "date_created")
-            lat = [(created.timestamp() - sent[tid]) * 1000 for tid, created in rows]
+            # Publish-to-start: when the pool process began the task (benchapp's task_prerun hook).
+            def probes_started():
+                got = {k.decode(): float(v) for k, v in self.r.hgetall("bench:starts").items()}
+                got = {tid: t for tid, t in got.items() if tid in sent}
+                return got if len(got) >= probes else None
+
+            started = wait_for(probes_started, 300, "probes started", interval=0.5)
+            lat = [(started[tid] - t_pub) * 1000 for tid, t_pub in sent.items()]
         finally:
             for w in ws:
                 self.stop(w, 20)
-            self.r.delete("default", "high")
+            self.r.delete("default", "high", "bench:starts")
         return {"p50_ms": round(pct(lat, 50), 1), "p99_ms": round(pct(lat, 99), 1), "max_ms": round(max(lat), 1),
                 "probes": len(lat), "slow_tasks_queued": slow}
 
@@ -345,15 +353,21 @@ def host_part(n: int) -> dict:
                         "stack_vs_defaults": round(stack / defaults, 2),
                         "stack_vs_raw_brpop": round(stack / raw["brpop_per_s"], 3)}
             log(f"  {pool}: stack {stack:.0f}/s, defaults {defaults:.0f}/s, raw {raw}")
-        # The search for the fastest worker configuration on this machine (high pool settings).
+        # The search for the fastest worker configuration on this machine (high pool limits), from the
+        # stack's settings and from Celery's defaults; every one stores its results, as the stack does.
+        defaults = {"conf": CELERY_DEFAULTS, "loglevel": "WARNING"}
         variants = {
             "stack (prefork c=2, prefetch 1, no Redis prefetch)": {},
-            "prefork c=4": {"concurrency": 4},
-            "prefork c=2, prefetch x4 (Redis prefetch on)": {
+            "stack, prefork c=4": {"concurrency": 4},
+            "stack, prefetch x4 (Redis prefetch on)": {
                 "conf": {"worker_prefetch_multiplier": 4, "worker_disable_prefetch": False}},
-            "threads c=4": {"pool": "threads", "concurrency": 4},
-            "solo": {"pool": "solo", "concurrency": 1},
-            "prefork c=2, log level WARNING": {"loglevel": "WARNING"},
+            "stack, threads c=4": {"pool": "threads", "concurrency": 4},
+            "stack, solo": {"pool": "solo", "concurrency": 1},
+            "stack, log level WARNING": {"loglevel": "WARNING"},
+            "Celery defaults (prefork c=2)": defaults,
+            "Celery defaults, prefork c=4": {**defaults, "concurrency": 4},
+            "Celery defaults, threads c=4": {**defaults, "pool": "threads", "concurrency": 4},
+            "Celery defaults, solo": {**defaults, "pool": "solo", "concurrency": 1},
         }
         search = {}
         for label, kw in variants.items():
@@ -607,7 +621,7 @@ def main() -> int:
         partial.write_text(json.dumps(host_part(int(os.environ.get("BENCH_TASKS", "1000"))), indent=1))
     elif what == "stack":
         partial.write_text(json.dumps(stack_part(int(os.environ.get("BENCH_BURST", "10000")),
-                                                 float(os.environ.get("BENCH_TASK_SECONDS", "0.05"))), indent=1))
+                                                 float(os.environ.get("BENCH_TASK_SECONDS", "0.1"))), indent=1))
     elif what == "report":
         host = json.loads((RESULTS / "partial-host.json").read_text())
         stack = json.loads((RESULTS / "partial-stack.json").read_text())

@@ -9,7 +9,7 @@
 #       (celery-stack-bench: own env file and free ports, like make e2e), removed on exit.
 #
 # Env: BENCH_TASKS (no-op tasks per throughput run, default 1000), BENCH_BURST (default 10000),
-#      BENCH_TASK_SECONDS (sleep of each burst task, default 0.05), BENCH_MAX_REPLICAS (default 6).
+#      BENCH_TASK_SECONDS (sleep of each burst task, default 0.1), BENCH_MAX_REPLICAS (default 6).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

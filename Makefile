@@ -69,7 +69,7 @@ monitoring-check: monitoring-tools ## promtool check/test rules, amtool check-co
 monitoring-stack-check: monitoring-tools ## Against a running stack (make up): host Prometheus + load, every dashboard query must return data
 	python3 monitoring/stack_check.py $(if $(BROKER),--broker $(BROKER))
 
-test-metrics: ## Companion exporter tests (real Redis db 2 on :6379, RabbitMQ on :5672, workers)
+test-metrics: monitoring-tools ## Companion exporter tests (real Redis db 2, RabbitMQ, workers, Prometheus)
 	cd services/metrics && uv sync --frozen -q && uv run --frozen pytest -q
 
 up-monitoring: ## Start the stack plus Prometheus, Alertmanager and Grafana (profile monitoring)

@@ -15,6 +15,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 say() { echo "[bench] $*" >&2; }
 command -v uv >/dev/null || python3 -m pip install -q uv
+if ! command -v wrk >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing wrk (Debian package)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null
+fi
 command -v wrk >/dev/null || { echo "bench: wrk is missing (Debian: apt-get install wrk)" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "bench: redis-server is missing (Debian: apt-get install redis-server)" >&2; exit 1; }
 tools/ensure-services.sh >/dev/null

@@ -155,15 +155,18 @@ def test_burst_scales_out_drains_and_scales_in_without_losing_or_killing_a_task(
     wait_for(lambda: set(states(burst).values()) == {"SUCCESS"}, 240, "every burst task SUCCESS", interval=2)
     wait_for(lambda: states([probe_id])[probe_id] == "PROGRESS", 60, "probe running")
 
-    # ---- scale-in of `high`, not before the stabilisation window has passed since its last
-    # recommendation above 1 (the sampler has watched the autoscaler since the burst).
-    wait_for(lambda: decisions("high", "down") >= 1, WINDOW + 60, "high scale-in")
+    # ---- scale-in of `high` (3 replicas): as the HPA does it, not before the stabilisation window
+    # has passed since the last recommendation of 3 or more (the sampler has watched since the burst).
+    wait_for(lambda: decisions("high", "down") >= 1, WINDOW + 60, "high scale-in", interval=0.2)
+    seen_down = time.monotonic()
     watcher.stop.set()
     watcher.join(5)
-    last_high = max(t for t, rec, _ in watcher.samples if rec is not None and rec > 1)
-    first_down = min(t for t, _, down in watcher.samples if down >= 1)
-    held = first_down - last_high
-    assert held >= WINDOW - 2, f"high scaled in {held:.1f}s after its last recommendation > 1; window {WINDOW}s"
+    # The gauge keeps showing a recommendation until the next poll replaces it, so the last one
+    # of MAX or more was made about one polling interval before the last sample that shows it.
+    last_at_max = max(t for t, rec, _ in watcher.samples if rec is not None and rec >= MAX) - POLL
+    first_down = min([t for t, _, down in watcher.samples if down >= 1] + [seen_down])
+    held = first_down - last_at_max
+    assert held >= WINDOW - 1, f"high scaled in {held:.1f}s after its last recommendation >= {MAX}; window {WINDOW}s"
     # default: the probe is its only work (1 active task => 1 replica), so it scales in too,
     # newest first, which is the probe's replica.
     wait_for(lambda: decisions("default", "down") >= 1, WINDOW + 60, "default scale-in")

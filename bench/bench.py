@@ -190,23 +190,26 @@ class Host:
 
     def drain_rate(self, n, queue, timeout=300, profile=None, **worker_kw) -> float:
         """Pre-fill n no-op tasks, start the worker, time first to last completion (worker start-up
-        excluded) from the result backend's date_done."""
+        excluded) from the result backend's date_done. With `profile`, py-spy samples the warm
+        worker (main process and pool children) and the profile summary is stored in self.profile."""
         self.reset()
         self.prefill(n, queue)
         p = self.worker("t" + os.urandom(3).hex(), queue, **worker_kw)
+        done = self.TaskResult.objects.filter(status="SUCCESS").count
         spy = None
-        if profile:
-            # Where the worker's time goes: py-spy samples the main process and its pool children.
-            spy = subprocess.Popen(["py-spy", "record", "--subprocesses", "--nonblocking", "--format", "raw",
-                                    "--rate", "200", "-o", str(profile), "--pid", str(p.pid)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_for(lambda: self.TaskResult.objects.filter(status="SUCCESS").count() >= n, timeout,
-                     f"drain of {n}", interval=0.5)
+            if profile:
+                wait_for(lambda: done() >= min(200, n // 10), 60, "worker warm")
+                spy_from, t_spy = done(), time.monotonic()
+                spy = subprocess.Popen(["py-spy", "record", "--subprocesses", "--nonblocking", "--format", "raw",
+                                        "--rate", str(PROFILE_RATE), "-o", str(profile), "--pid", str(p.pid)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_for(lambda: done() >= n, timeout, f"drain of {n}", interval=0.2)
         finally:
             if spy:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(30)
+                self.profile = profile_summary(profile, done() - spy_from, time.monotonic() - t_spy)
             self.stop(p)
         from django.db.models import Max, Min
 
@@ -322,18 +325,33 @@ def _ms(v):
     return round(float(num) * {"us": 0.001, "ms": 1, "s": 1000}[unit], 2)
 
 
-def top_frames(path: Path, k: int = 15) -> list:
-    """Leaf functions by share of samples, from py-spy's raw (collapsed stack) output."""
-    counts, total = {}, 0
+PROFILE_RATE = 200  # py-spy samples per second
+
+
+def profile_summary(path: Path, tasks: int, seconds: float, k: int = 12) -> dict:
+    """From py-spy's raw output (one collapsed stack per line, rooted at `process <pid>:...`):
+    CPU milliseconds per task in the worker's main process (consumer, acks, events, dispatch) and
+    in its pool children (the task itself, the result write), and each one's hottest functions."""
+    counts = {"main": {}, "pool children": {}}
     for line in path.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
         if not stack or not n.isdigit():
             continue
-        leaf = stack.split(";")[-1]
-        leaf = re.sub(r"\s*\(.*?/(site-packages|lib/python[\d.]+)/", " (", leaf)
-        counts[leaf] = counts.get(leaf, 0) + int(n)
-        total += int(n)
-    return [{"frame": f, "share": round(c / total, 3)} for f, c in sorted(counts.items(), key=lambda x: -x[1])[:k]]
+        frames = stack.split(";")
+        # Pool children's stacks are nested under the main process: `process <main>;process <child>;...`
+        who = "pool children" if len(frames) > 1 and frames[1].startswith("process ") else "main"
+        leaf = re.sub(r"\s*\(.*?/(site-packages|lib/python[\d.]+)/", " (", frames[-1])
+        counts[who][leaf] = counts[who].get(leaf, 0) + int(n)
+    out = {"file": path.name, "tasks": tasks, "seconds": round(seconds, 1),
+           "note": "py-spy --nonblocking samples of running (not idle) Python threads"}
+    for who, leaves in counts.items():
+        total = sum(leaves.values())
+        out[who] = {
+            "cpu_ms_per_task": round(total / PROFILE_RATE * 1000 / max(tasks, 1), 2),
+            "top_self": [{"frame": f, "share": round(c / total, 3)}
+                         for f, c in sorted(leaves.items(), key=lambda x: -x[1])[:k]] if total else [],
+        }
+    return out
 
 
 def host_part(n: int) -> dict:
@@ -364,10 +382,12 @@ def host_part(n: int) -> dict:
             "stack, threads c=4": {"pool": "threads", "concurrency": 4},
             "stack, solo": {"pool": "solo", "concurrency": 1},
             "stack, log level WARNING": {"loglevel": "WARNING"},
+            "stack, no task events": {"conf": {"worker_send_task_events": False, "task_send_sent_event": False}},
             "Celery defaults (prefork c=2)": defaults,
             "Celery defaults, prefork c=4": {**defaults, "concurrency": 4},
             "Celery defaults, threads c=4": {**defaults, "pool": "threads", "concurrency": 4},
             "Celery defaults, solo": {**defaults, "pool": "solo", "concurrency": 1},
+            "Celery defaults, prefetch 1": {**defaults, "conf": {**CELERY_DEFAULTS, "worker_prefetch_multiplier": 1}},
         }
         search = {}
         for label, kw in variants.items():
@@ -381,7 +401,7 @@ def host_part(n: int) -> dict:
         if shutil.which("py-spy"):
             raw = RESULTS / "profile-stack-high.txt"
             h.drain_rate(n, "high", limits=(30, 45), profile=raw)
-            tp["profile"] = {"file": raw.name, "top_self": top_frames(raw)}
+            tp["profile"] = h.profile
         out["throughput"] = tp
 
         log("2. isolation")
@@ -609,7 +629,16 @@ def summary(res: dict) -> str:
           + ", ".join(f"{k} {v}" for k, v in foot["idle_memory_mb"].items()) + ".", "",
           "Fastest-configuration search (`high` pool settings, tasks/s): "
           + "; ".join(f"{k}: {v}" for k, v in tp["search_high_pool"].items()) + ".", "",
-          "![autoscaling](autoscale.png)", ""]
+          ]
+    prof = tp.get("profile")
+    if prof:
+        def top(who):
+            return ", ".join(f"{f['frame'].split(' (')[0]} {f['share']:.0%}" for f in prof[who]["top_self"][:4])
+
+        L += [f"Profile of the stack's `high` worker, warm ({prof['tasks']} tasks, py-spy): the main process "
+              f"spends {prof['main']['cpu_ms_per_task']} ms of CPU per task ({top('main')}); the pool children "
+              f"{prof['pool children']['cpu_ms_per_task']} ms ({top('pool children')}).", ""]
+    L += ["![autoscaling](autoscale.png)", ""]
     return "\n".join(L)
 
 
@@ -618,7 +647,7 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     partial = RESULTS / f"partial-{what}.json"
     if what == "host":
-        partial.write_text(json.dumps(host_part(int(os.environ.get("BENCH_TASKS", "1000"))), indent=1))
+        partial.write_text(json.dumps(host_part(int(os.environ.get("BENCH_TASKS", "3000"))), indent=1))
     elif what == "stack":
         partial.write_text(json.dumps(stack_part(int(os.environ.get("BENCH_BURST", "10000")),
                                                  float(os.environ.get("BENCH_TASK_SECONDS", "0.1"))), indent=1))

@@ -8,7 +8,7 @@
 #   4-5 (stack): the Compose stack with the autoscaler (AUTOSCALE=1) as its own project
 #       (celery-stack-bench: own env file and free ports, like make e2e), removed on exit.
 #
-# Env: BENCH_TASKS (no-op tasks per throughput run, default 1000), BENCH_BURST (default 10000),
+# Env: BENCH_TASKS (no-op tasks per throughput run, default 3000), BENCH_BURST (default 10000),
 #      BENCH_TASK_SECONDS (sleep of each burst task, default 0.1), BENCH_MAX_REPLICAS (default 6).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -110,7 +110,7 @@ FLOWER_PUBLIC_URL = env.string("FLOWER_PUBLIC_URL", "http://localhost:5555")
 # Celery. Read by config/celery.py through the CELERY_ namespace.
 # ---------------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.required("CELERY_BROKER_URL")
-CELERY_RESULT_BACKEND = "django-db"
+CELERY_RESULT_BACKEND = "config.results:FinishedStaysFinishedBackend"  # django-db, plus one guard
 CELERY_RESULT_EXTENDED = True  # store task name, args, worker and queue with each result
 CELERY_RESULT_EXPIRES = env.integer("CELERY_RESULT_EXPIRES", 7 * 24 * 3600)
 

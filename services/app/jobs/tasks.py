@@ -77,10 +77,7 @@ def send_email(self, to: str, subject: str, body: str) -> int:
     except (smtplib.SMTPException, OSError) as exc:
         if not is_transient(exc):
             raise
-        # At least a second: Celery publishes the retry before it stores this attempt's RETRY
-        # state, so a retry that ran at once could finish first and have its result overwritten
-        # by that late RETRY (seen on RabbitMQ with full jitter drawing 0).
-        countdown = 1 + get_exponential_backoff_interval(
+        countdown = get_exponential_backoff_interval(
             factor=settings.EMAIL_TASK_RETRY_BACKOFF,
             retries=self.request.retries,
             maximum=settings.EMAIL_TASK_RETRY_BACKOFF_MAX,

@@ -62,6 +62,20 @@ def test_retries_stop_at_the_cap(smtp):
     assert not smtp.delivered[address]
 
 
+def test_a_late_retry_state_never_overwrites_a_finished_task(celery_app):
+    """Celery publishes a retry before it stores the RETRY of the attempt that asked for it, so
+    with a short countdown the retry can finish first. The backend must keep that result."""
+    from django_celery_results.models import TaskResult
+
+    backend = celery_app.backend
+    finished, running = str(uuid.uuid4()), str(uuid.uuid4())
+    backend.mark_as_failure(finished, tasks.TransientEmailError("gave up after the last retry"))
+    backend.mark_as_retry(finished, tasks.TransientEmailError("the attempt before it"))
+    assert TaskResult.objects.get(task_id=finished).status == "FAILURE"
+    backend.mark_as_retry(running, tasks.TransientEmailError("will retry"))
+    assert TaskResult.objects.get(task_id=running).status == "RETRY"
+
+
 def test_permanent_smtp_errors_fail_without_retry(smtp):
     address = f"perm-{uuid.uuid4().hex[:8]}@example.com"
     result = tasks.send_email.delay(address, "hi", "body")

@@ -28,19 +28,18 @@ py() { uv run -q --project services/app --locked --with matplotlib==3.9.4 --with
 say "host benchmarks (1-3)"
 py host
 
-work=$(mktemp -d /tmp/celery-stack-bench.XXXXXX)
-export ENV_FILE=$work/bench.env COMPOSE_PROJECT_NAME=celery-stack-bench COMPOSE_SH_QUIET=1 AUTOSCALE=1
+# shellcheck source=tools/isolated-stack.sh
+. tools/isolated-stack.sh
+isolated_work bench
+export COMPOSE_PROJECT_NAME=celery-stack-bench AUTOSCALE=1
 cleanup() {
     local rc=$?
     set +e
-    [ -f "$ENV_FILE" ] && timeout 300 tools/compose.sh down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1
-    rm -rf "$work"
+    isolated_teardown
     exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-# shellcheck source=tools/isolated-stack.sh
-. tools/isolated-stack.sh
 isolated_env_file bench
 # The chart's defaults, except max replicas (one host) and a scale-down window short enough
 # for the footprint step to find the stack back at one replica.
@@ -54,7 +53,7 @@ ensure_engine
 DOCKER_HOST=$(COMPOSE_SH_QUIET='' tools/compose.sh version 2>&1 >/dev/null | sed -n 's/.*(\(unix:[^)]*\)).*/\1/p')
 export DOCKER_HOST
 say "stack benchmarks (4-5) on $DOCKER_HOST"
-timeout 1500 make --no-print-directory images >"$work/images.log" 2>&1 || { tail -30 "$work/images.log"; exit 1; }
-timeout 420 make --no-print-directory up >"$work/up.log" 2>&1 || { tail -30 "$work/up.log"; exit 1; }
+timeout 1500 make --no-print-directory images >"$ISOLATED_WORK/images.log" 2>&1 || { tail -30 "$ISOLATED_WORK/images.log"; exit 1; }
+timeout 420 make --no-print-directory up >"$ISOLATED_WORK/up.log" 2>&1 || { tail -30 "$ISOLATED_WORK/up.log"; exit 1; }
 py stack
 py report

@@ -1,7 +1,19 @@
 # shellcheck shell=bash
 # Sourced, not run, by the scripts that start their own copy of the Compose stack beside a
-# developer's: tests/e2e/run.sh, tests/autoscale/run.sh and bench/run.sh. They run from the
-# repository root with ENV_FILE and COMPOSE_PROJECT_NAME exported.
+# developer's: tests/e2e/run.sh, tests/autoscale/run.sh and bench/run.sh, from the repository
+# root. isolated_work exports ENV_FILE; the caller exports COMPOSE_PROJECT_NAME.
+
+# isolated_work <name>: a scratch directory ($ISOLATED_WORK) holding the stack's env file.
+isolated_work() {
+    ISOLATED_WORK=$(mktemp -d "/tmp/celery-stack-$1.XXXXXX")
+    export ENV_FILE=$ISOLATED_WORK/$1.env COMPOSE_SH_QUIET=1
+}
+
+# isolated_teardown: remove the stack with its volumes, then the scratch directory.
+isolated_teardown() {
+    [ -f "$ENV_FILE" ] && timeout 300 tools/compose.sh down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1
+    rm -rf "$ISOLATED_WORK"
+}
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 

@@ -5,8 +5,8 @@
 #
 # Same approach as tests/e2e/run.sh (tools/isolated-stack.sh): its own Compose project, env file
 # and free ports (it never touches your .env or stack), the engine tools/compose.sh finds or the
-# Podman kit, everything removed on exit (AUTOSCALE_E2E_KEEP=1 keeps it). Short knobs so it takes minutes, not the
-# production 300 s window: polling 5 s, scale-down window 30 s, max 3 replicas.
+# Podman kit, everything removed on exit (AUTOSCALE_E2E_KEEP=1 keeps it). Short knobs so it
+# takes minutes, not the production 300 s window: polling 5 s, scale-down window 30 s, max 3 replicas.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -15,10 +15,8 @@ cd "$root"
 t0=$(date +%s)
 say() { echo "[autoscale-e2e +$(( $(date +%s) - t0 ))s] $*" >&2; }
 
-work=$(mktemp -d /tmp/celery-stack-autoscale.XXXXXX)
-export ENV_FILE=$work/autoscale.env
-export COMPOSE_PROJECT_NAME=${AUTOSCALE_E2E_PROJECT:-celery-stack-autoscale-e2e}
-export COMPOSE_SH_QUIET=1 AUTOSCALE=1
+isolated_work autoscale
+export COMPOSE_PROJECT_NAME=${AUTOSCALE_E2E_PROJECT:-celery-stack-autoscale-e2e} AUTOSCALE=1
 
 cleanup() {
     local rc=$?
@@ -31,8 +29,7 @@ cleanup() {
     if [ "${AUTOSCALE_E2E_KEEP:-0}" = 1 ]; then
         say "AUTOSCALE_E2E_KEEP=1: left running (ENV_FILE=$ENV_FILE COMPOSE_PROJECT_NAME=$COMPOSE_PROJECT_NAME AUTOSCALE=1)"
     else
-        [ -f "$ENV_FILE" ] && timeout 180 tools/compose.sh down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1
-        rm -rf "$work"
+        isolated_teardown
     fi
     say "exit $rc"
     exit "$rc"
@@ -52,9 +49,9 @@ ensure_engine
 command -v uv >/dev/null || python3 -m pip install -q uv
 
 say "building images"
-timeout 1500 make --no-print-directory images >"$work/images.log" 2>&1 || { tail -30 "$work/images.log"; exit 1; }
+timeout 1500 make --no-print-directory images >"$ISOLATED_WORK/images.log" 2>&1 || { tail -30 "$ISOLATED_WORK/images.log"; exit 1; }
 say "make up (AUTOSCALE=1)"
-timeout 420 make --no-print-directory up >"$work/up.log" 2>&1 || { tail -30 "$work/up.log"; exit 1; }
+timeout 420 make --no-print-directory up >"$ISOLATED_WORK/up.log" 2>&1 || { tail -30 "$ISOLATED_WORK/up.log"; exit 1; }
 say "stack healthy; running tests/autoscale"
 PYTHONPATH=tests timeout 900 uv run -q --no-project --with pytest==9.2.0 --with pytest-timeout==2.4.0 --with prometheus-client==0.21.1 \
     pytest tests/autoscale -v -p no:cacheprovider --timeout 600

@@ -31,10 +31,8 @@ timed() {  # timed <label> <command...>: run it, print and remember how long it 
 }
 summary=()
 
-work=$(mktemp -d /tmp/celery-stack-e2e.XXXXXX)
-export ENV_FILE=$work/e2e.env
+isolated_work e2e
 export COMPOSE_PROJECT_NAME=${E2E_PROJECT:-celery-stack-e2e}
-export COMPOSE_SH_QUIET=1
 brokers=${E2E_BROKERS:-redis rabbitmq}
 
 cleanup() {
@@ -48,8 +46,7 @@ cleanup() {
     if [ "${E2E_KEEP:-0}" = 1 ]; then
         say "E2E_KEEP=1: stack left running (ENV_FILE=$ENV_FILE COMPOSE_PROJECT_NAME=$COMPOSE_PROJECT_NAME)"
     else
-        [ -f "$ENV_FILE" ] && timeout 120 tools/compose.sh down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1
-        rm -rf "$work"
+        isolated_teardown
         # The engine stays up for the next run (and for anyone else using it on this machine).
         if [ "$STARTED_ENGINE" = 1 ] && [ "${E2E_STOP_ENGINE:-0}" = 1 ]; then tools/container-engine/engine.sh stop >/dev/null; fi
     fi

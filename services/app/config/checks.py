@@ -34,28 +34,34 @@ def longest_time_limit(app) -> tuple[float, str]:
 def check_visibility_timeout(app, max_countdown: int) -> None:
     """A message unacked for longer than the visibility timeout is delivered again.
 
-    With acks_late that means a second copy of a still-running task; with a countdown it means
-    a copy of a task that has not even started. So the timeout must exceed the longest time
-    limit plus the longest countdown the API accepts. RabbitMQ's consumer_timeout plays the same
-    role for amqp, closing the channel instead.
+    Redis: a live worker renews the lease of every message it holds every
+    CELERY_HEARTBEAT_INTERVAL (config/worker.py), so a held message is redelivered only when
+    its worker is gone. The timeout must still exceed the longest hard time limit, so that a
+    task whose lease renewal failed cannot run twice, and leave room for three renewals.
+    RabbitMQ: a delivery unacked for longer than consumer_timeout closes the channel, and a
+    countdown message is held unacked until due, so the longest countdown counts there.
     """
+    from django.conf import settings
+
     scheme = urlsplit(app.conf.broker_url or "").scheme.split("+")[0]
     limit, owner = longest_time_limit(app)
-    needed = limit + max_countdown
     if scheme in VISIBILITY_TRANSPORTS:
         timeout = float(app.conf.broker_transport_options.get("visibility_timeout", 3600))
         variable = "CELERY_BROKER_VISIBILITY_TIMEOUT"
+        needed = max(limit, 3 * settings.CELERY_HEARTBEAT_INTERVAL)
+        what = f"the longest task time limit ({limit:g}s, {owner}) and three lease renewals"
     elif scheme in AMQP_TRANSPORTS:
-        from django.conf import settings
-
-        # Countdown messages are delivered at once and held unacked until due, so they count.
         timeout, variable = float(settings.RABBITMQ_CONSUMER_TIMEOUT), "RABBITMQ_CONSUMER_TIMEOUT"
+        needed = limit + max_countdown
+        what = (
+            f"the longest task time limit ({limit:g}s, {owner}) plus API_MAX_COUNTDOWN "
+            f"({max_countdown}s) = {needed:g}s"
+        )
     else:
         return
     if timeout <= needed:
         raise UnsafeConfiguration(
-            f"Refusing to start: {variable}={timeout:g}s must be longer than the longest task "
-            f"time limit ({limit:g}s, {owner}) plus API_MAX_COUNTDOWN ({max_countdown}s) = "
-            f"{needed:g}s. Otherwise the broker redelivers a message while its task is still "
-            f"waiting or running, and the task runs twice. Raise {variable} or lower the limits."
+            f"Refusing to start: {variable}={timeout:g}s must be longer than {what}. "
+            f"Otherwise the broker redelivers a message while its task is still waiting or "
+            f"running, and the task runs twice. Raise {variable} or lower the limits."
         )

@@ -2,7 +2,7 @@
 
 import os
 
-from prometheus_client import Gauge, multiprocess
+from prometheus_client import CollectorRegistry, Gauge, multiprocess, start_http_server
 
 from config.logs import json_logging
 
@@ -44,6 +44,31 @@ def on_starting(server):
         os.makedirs(directory, exist_ok=True)
         for name in os.listdir(directory):
             os.unlink(os.path.join(directory, name))
+
+
+# /metrics is served by the master on its own port, never on the public one: Prometheus scrapes
+# it inside the cluster (Compose does not publish it, the Ingress does not route it).
+METRICS_PORT = int(os.environ.get("METRICS_PORT", "9100"))
+_metrics_server = None
+
+
+def when_ready(server):
+    global _metrics_server
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and METRICS_PORT:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        _metrics_server, _thread = start_http_server(
+            METRICS_PORT,
+            addr=os.environ.get("METRICS_ADDR", "0.0.0.0"),  # noqa: S104 - Prometheus connects
+            registry=registry,
+        )
+        server.log.info("metrics on :%s/metrics", METRICS_PORT)
+
+
+def post_fork(server, worker):
+    # The worker inherits the master's metrics socket but never serves it: close its copy.
+    if _metrics_server is not None:
+        _metrics_server.socket.close()
 
 
 def post_worker_init(worker):

@@ -1,11 +1,13 @@
 """Django settings. Everything comes from the environment: see docs/architecture.md."""
 
+import os
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import dj_database_url
-from kombu import Exchange, Queue
+import redis.exceptions
 
-from . import env
+from . import env, pools
 from .logs import json_logging
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -26,6 +28,7 @@ INSTALLED_APPS = [
     "django_celery_results",
     "django_celery_beat",
     "jobs",
+    "deadletter",
 ]
 
 MIDDLEWARE = [
@@ -66,6 +69,24 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# The JSON API gives each database call this long, then answers 503 (config/deadline.py):
+# a silent (frozen, partitioned) server would otherwise hold the request until gunicorn's timeout.
+API_DATABASE_DEADLINE = float(env.integer("API_DATABASE_DEADLINE", 3))
+DATABASES["default"]["ENGINE"] = "config.postgres"  # Django's, plus the deadline above
+# No database socket may block without a bound: a network partition leaves a connection
+# half-open, and a read on it would otherwise wait forever (a wedged worker). libpq's
+# keepalives notice a silent peer in about 25 s, tcp_user_timeout bounds unacknowledged
+# writes, and statement_timeout bounds a query the server is still running.
+DATABASES["default"]["OPTIONS"] = {
+    "connect_timeout": env.integer("DATABASE_CONNECT_TIMEOUT", 2),
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 20_000,  # milliseconds
+    "options": f"-c statement_timeout={env.integer('DATABASE_STATEMENT_TIMEOUT', 60) * 1000}",
+    **DATABASES["default"].get("OPTIONS", {}),
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
@@ -74,16 +95,11 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = env.string("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles"))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
-
-# Behind a proxy that terminates TLS, set DJANGO_SECURE_PROXY_SSL=true.
-if env.boolean("DJANGO_SECURE_PROXY_SSL", False):
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
 
 # The JSON API refuses bodies above this size with 413 (see jobs/api.py).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.integer("API_MAX_BODY_BYTES", 64 * 1024)
@@ -107,10 +123,107 @@ PARTNER_RATE_LIMIT = env.string("PARTNER_RATE_LIMIT", "30/m")
 FLOWER_PUBLIC_URL = env.string("FLOWER_PUBLIC_URL", "http://localhost:5555")
 
 # ---------------------------------------------------------------------------------------------
+# Security: API authentication, rate limits, TLS and the deploy checklist. jobs/security.py and
+# jobs/api.py use these; docs/architecture.md lists the variables.
+# ---------------------------------------------------------------------------------------------
+# The admin's URL prefix; empty turns the admin off (e.g. on replicas behind a public Ingress).
+ADMIN_PATH = os.environ.get("DJANGO_ADMIN_PATH", "admin").strip().strip("/")
+ADMIN_PATH = f"{ADMIN_PATH}/" if ADMIN_PATH else ""
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = LOGOUT_REDIRECT_URL = "/"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
+]
+
+# Bounded work per request: the longest long_job the API accepts. It must not exceed the
+# `default` pool's soft time limit, so one request can never hold a slot beyond it (the web
+# checks it against its CELERY_TASK_SOFT_TIME_LIMIT at startup: config/wsgi.py).
+API_LONG_JOB_MAX_SECONDS = env.integer("API_LONG_JOB_MAX_SECONDS", 240)
+
+# Rate limits (django-ratelimit), "N/period" with period s, m, h or d (e.g. 5/10m); empty turns
+# one off, RATELIMIT_ENABLE=false all. They count in Redis, shared by every worker and replica.
+RATELIMIT_ENABLE = env.boolean("RATELIMIT_ENABLE", True)
+RATELIMIT_USE_CACHE = "ratelimit"
+RATELIMIT_ENQUEUE = os.environ.get("RATELIMIT_ENQUEUE", "600/m").strip()  # per token or user
+RATELIMIT_ENQUEUE_PER_IP = os.environ.get("RATELIMIT_ENQUEUE_PER_IP", "1200/m").strip()
+RATELIMIT_SIGNUP_PER_IP = os.environ.get("RATELIMIT_SIGNUP_PER_IP", "10/h").strip()
+RATELIMIT_RESET_PER_IP = os.environ.get("RATELIMIT_RESET_PER_IP", "10/h").strip()
+RATELIMIT_MAIL_PER_ADDRESS = os.environ.get("RATELIMIT_MAIL_PER_ADDRESS", "3/h").strip()
+RATELIMIT_LOGIN_PER_IP = os.environ.get("RATELIMIT_LOGIN_PER_IP", "10/m").strip()  # POSTs
+# X-Forwarded-For is believed only from this many trusted proxies in front of gunicorn (the
+# Ingress controller: 1). 0: the TCP peer is the client, whatever the header says.
+RATELIMIT_TRUSTED_PROXIES = env.integer("RATELIMIT_TRUSTED_PROXIES", 0)
+
+
+def _ratelimit_redis_url() -> str:
+    url = os.environ.get("RATELIMIT_REDIS_URL", "").strip()
+    if url:
+        return url
+    broker = os.environ.get("CELERY_BROKER_URL", "").strip()
+    if broker.startswith(("redis://", "rediss://")):
+        # The broker's Redis, another database: counters never mix with queues.
+        parts = urlsplit(broker)
+        database = env.integer("RATELIMIT_REDIS_DB", 1)
+        return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, ""))
+    return ""  # only the web needs it: config/wsgi.py refuses to start without it
+
+
+RATELIMIT_REDIS_URL = _ratelimit_redis_url()
+
+
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "ratelimit": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": RATELIMIT_REDIS_URL or "redis://rate-limit-store-not-configured",
+        "KEY_PREFIX": env.string("RATELIMIT_KEY_PREFIX", "celery-stack"),
+        # Bounded like the broker: a dead store gets 503 in seconds, not a hung request. A
+        # command that timed out or lost its connection is tried once more on a new one: after
+        # a network partition the pooled connections may be silently dead while new ones work.
+        "OPTIONS": {
+            "socket_connect_timeout": 2,
+            "socket_timeout": 2,
+            "retry_on_error": [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+        },
+    },
+}
+# Outbox rows already published are deleted after this long (jobs/outbox.py).
+OUTBOX_KEEP_SECONDS = env.integer("OUTBOX_KEEP_SECONDS", 7 * 24 * 3600)
+
+# TLS. Behind a proxy that terminates TLS (the chart's Ingress), DJANGO_SECURE_PROXY_SSL=true
+# trusts its X-Forwarded-Proto and turns on everything `check --deploy` asks for. Compose serves
+# plain HTTP on 127.0.0.1, where these stay off (README: production defaults).
+SECURE_TLS = env.boolean("DJANGO_SECURE_PROXY_SSL", False)
+if SECURE_TLS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.boolean("DJANGO_SECURE_COOKIES", SECURE_TLS)
+SECURE_SSL_REDIRECT = env.boolean("DJANGO_SECURE_SSL_REDIRECT", SECURE_TLS)
+# Probes reach the pod over plain HTTP, without the proxy: never redirect them.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_HSTS_SECONDS = env.integer("DJANGO_SECURE_HSTS_SECONDS", 31536000 if SECURE_TLS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.boolean("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", SECURE_TLS)
+SECURE_HSTS_PRELOAD = env.boolean("DJANGO_SECURE_HSTS_PRELOAD", SECURE_TLS)
+SESSION_COOKIE_HTTPONLY = True
+
+# ---------------------------------------------------------------------------------------------
 # Celery. Read by config/celery.py through the CELERY_ namespace.
 # ---------------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.required("CELERY_BROKER_URL")
-CELERY_RESULT_BACKEND = "config.results:FinishedStaysFinishedBackend"  # django-db, plus one guard
+# django-db, made safe for database outages (config/results.py): a result or state write that
+# fails on a connection error is retried for up to RESULT_WRITE_RETRY_SECONDS, within the
+# task's soft time limit; then the message is requeued and the worker pauses consuming.
+CELERY_RESULT_BACKEND = "config.results:RecordingBackend"
+RESULT_WRITE_RETRY_SECONDS = env.integer("CELERY_RESULT_WRITE_RETRY_SECONDS", 90)
+# Writes of the worker's main process (expired, revoked, timed-out tasks) run in a thread.
+RESULT_DEFERRED_RETRY_SECONDS = env.integer("CELERY_RESULT_DEFERRED_RETRY_SECONDS", 600)
+# While the database is down, the worker probes it this often to resume consuming.
+DATABASE_PROBE_INTERVAL = env.integer("DATABASE_PROBE_INTERVAL", 2)
 CELERY_RESULT_EXTENDED = True  # store task name, args, worker and queue with each result
 CELERY_RESULT_EXPIRES = env.integer("CELERY_RESULT_EXPIRES", 7 * 24 * 3600)
 
@@ -123,22 +236,27 @@ CELERY_RESULT_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_ENABLE_UTC = True
 
-# Two explicit queues; anything not routed goes to `default`. Queues are declared here, never
-# created on the fly, so a typo in a route fails instead of filling an unconsumed queue.
+# Every pool's queues, declared (never created on the fly, so a typo in a route fails instead
+# of filling an unconsumed queue), and the routes; anything not routed goes to `default`. Both
+# come from the environment (CELERY_TASK_QUEUES, CELERY_TASK_ROUTES: config/pools.py), derived
+# from the one declaration of the pools (pools.yaml; the chart's workers.pools).
+_queue_names = pools.queue_names()
+pools.check_worker_queues(_queue_names)
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_CREATE_MISSING_QUEUES = False
-CELERY_TASK_QUEUES = (
-    Queue("default", Exchange("default", type="direct"), routing_key="default"),
-    Queue("high", Exchange("high", type="direct"), routing_key="high"),
-)
-CELERY_TASK_ROUTES = {
-    # Latency-sensitive: the user is waiting, or it is cheap and must never sit behind slow work.
-    "jobs.tasks.send_email": {"queue": "high"},
-    "jobs.tasks.add": {"queue": "high"},
-    "jobs.tasks.mul": {"queue": "high"},
-    "jobs.tasks.beat_heartbeat": {"queue": "high"},
-    # Everything else (slow or CPU-heavy) falls through to `default`.
-}
+CELERY_TASK_QUEUES = pools.declare(_queue_names)
+CELERY_TASK_ROUTES = pools.routes(_queue_names)
+
+# A task whose message keeps coming back (its process dies while running it) runs at most this
+# many times, then is recorded as FAILURE ("worker lost N times") and kept as a dead letter
+# (config/celery.py). A task sets its own with the task option max_deliveries.
+TASK_MAX_DELIVERIES = env.integer("CELERY_TASK_MAX_DELIVERIES", 3)
+if TASK_MAX_DELIVERIES < 1:
+    raise env.MissingSetting(
+        f"CELERY_TASK_MAX_DELIVERIES must be at least 1, got {TASK_MAX_DELIVERIES}."
+    )
+# The worker's consumer keeps the messages it cannot run in the dead-letter store (deadletter/).
+CELERY_WORKER_CONSUMER = "deadletter.consumer:DeadLetteringConsumer"
 
 # Time limits are explicit, per pool: the `high` pool runs with lower values (compose/helm).
 CELERY_TASK_SOFT_TIME_LIMIT = env.integer("CELERY_TASK_SOFT_TIME_LIMIT", 300)
@@ -147,42 +265,71 @@ CELERY_TASK_TIME_LIMIT = env.integer("CELERY_TASK_TIME_LIMIT", 360)
 # until it is due, so it counts against the visibility timeout too.
 API_MAX_COUNTDOWN = env.integer("API_MAX_COUNTDOWN", 900)
 
-# Redis redelivers any message unacked for longer than this: it must exceed the longest time
-# limit plus the longest countdown, or a slow task runs twice. Checked at startup
-# (config/checks.py). The same value goes to the result backend transport options.
-CELERY_BROKER_VISIBILITY_TIMEOUT = env.integer("CELERY_BROKER_VISIBILITY_TIMEOUT", 3600)
+# Redis redelivers a message left unacked for longer than the visibility timeout. A live worker
+# renews the lease of every message it holds (config/worker.py), so a running task or one
+# waiting for its countdown is never redelivered; a worker killed outright stops renewing, and
+# its messages come back after this long. Each pool has its own unacked keys and timeout, the
+# pool's hard time limit plus a margin, so `high` tasks come back after 75 s
+# while `default` ones get the time their limit allows. Checked at startup (config/checks.py).
+WORKER_POOL_NAME = env.string("CELERY_WORKER_POOL_NAME", "")
+VISIBILITY_MARGIN = 30
+CELERY_BROKER_VISIBILITY_TIMEOUT = env.integer(
+    "CELERY_BROKER_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT + VISIBILITY_MARGIN
+)
 # RabbitMQ closes a channel whose delivery stays unacked past its consumer_timeout (30 min by
 # default); the startup check applies it when the broker is amqp.
 RABBITMQ_CONSUMER_TIMEOUT = env.integer("RABBITMQ_CONSUMER_TIMEOUT", 1800)
 
 # Bounded broker I/O: the API must answer 503 within ~2 s when the broker is down.
 BROKER_TIMEOUT = env.integer("CELERY_BROKER_TIMEOUT", 2)
+# RabbitMQ's publisher confirm (below) arrives in milliseconds; waiting 1 s, then one retry on a
+# new connection (CELERY_TASK_PUBLISH_RETRY_POLICY), keeps a silent broker's 503 within ~5 s.
+BROKER_CONFIRM_TIMEOUT = 1.0
+_unacked = f":{WORKER_POOL_NAME}" if WORKER_POOL_NAME else ""
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT,
+    "unacked_key": f"unacked{_unacked}",
+    "unacked_index_key": f"unacked_index{_unacked}",
+    "unacked_mutex_key": f"unacked_mutex{_unacked}",
     # Sweep for messages abandoned by a dead worker every 10 s (kombu's default is every 100 s:
     # a 10 s interval times a throttle of 10). The sweep is one cheap ZRANGEBYSCORE.
     "unacked_restore_interval": 10,
     "unacked_restore_throttle": 1,
     "socket_connect_timeout": BROKER_TIMEOUT,
     "socket_timeout": BROKER_TIMEOUT,
+    "socket_keepalive": True,
     "health_check_interval": 25,
+    # RabbitMQ: a publish returns once the broker has the message (publisher confirms), not
+    # once it is in a socket buffer; a broker cut off the network otherwise loses what the API
+    # already answered 202 for. The wait is bounded (RecordingTask.apply_async, config/celery.py).
+    # The Redis transport ignores it: its LPUSH is answered anyway.
+    "confirm_publish": True,
 }
 CELERY_BROKER_CONNECTION_TIMEOUT = BROKER_TIMEOUT
+# RabbitMQ: AMQP heartbeats every 10 s, so the broker drops a connection cut off by a partition
+# within about 20 s. With Celery's 120 s, a reconnecting worker crash-looped on its own old
+# connection's exclusive pidbox queue (RESOURCE_LOCKED) for minutes.
+CELERY_BROKER_HEARTBEAT = env.integer("CELERY_BROKER_HEARTBEAT", 10)
+# A task still running when the broker connection drops can no longer be acknowledged (its
+# delivery tag belonged to the old channel), and the broker delivers it again: stop it, so it
+# runs to completion once, not twice. Its lease is released at once (config/worker.py).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 # Workers and beat wait for a broker that starts after them (Compose, rolling restarts).
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None  # keep retrying; liveness comes from the heartbeat
-# Publishing: two quick retries, then give up so the caller can answer 503.
+# Publishing: one quick retry, then give up so the caller can answer 503.
 CELERY_TASK_PUBLISH_RETRY = True
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
-    "max_retries": 2,
+    "max_retries": 1,
     "interval_start": 0,
     "interval_step": 0.2,
     "interval_max": 0.5,
 }
 
-# Prefetch: each process reserves one message at a time and Redis gets no prefetch at all, so
-# the broker's list length is the true backlog and the autoscaler sees it.
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Prefetch: each process reserves one message at a time (per pool: prefetchMultiplier) and
+# Redis gets no prefetch at all, so the broker's list length is the true backlog and the
+# autoscaler sees it.
+CELERY_WORKER_PREFETCH_MULTIPLIER = pools.prefetch_multiplier()
 CELERY_WORKER_DISABLE_PREFETCH = True  # Celery >= 5.6, Redis only; ignored on amqp
 
 # Worker process settings (per pool in compose/helm).
@@ -208,10 +355,21 @@ CELERY_TASK_TRACK_STARTED = False
 CELERY_DB_REUSE_MAX = 1_000_000
 
 CELERY_BEAT_SCHEDULER = "config.beat:HeartbeatDatabaseScheduler"
+# One beat sends at a time (config/beat.py): a second one takes over within about this long after
+# the first stops renewing. Every sent task's last run is saved at once, for the one taking over.
+CELERY_BEAT_LEASE_SECONDS = env.integer("CELERY_BEAT_LEASE_SECONDS", 30)
+if CELERY_BEAT_LEASE_SECONDS < 5:  # renewed every third, and given up 1 s before it expires
+    raise env.MissingSetting(
+        f"CELERY_BEAT_LEASE_SECONDS must be at least 5, got {CELERY_BEAT_LEASE_SECONDS}."
+    )
+CELERY_BEAT_SYNC_EVERY = 1
 
-# Liveness: the worker consumer and the beat scheduler touch this file while healthy.
+# Liveness (config/worker.py, config/beat.py): the worker touches this file while it makes
+# progress, beat on every tick. A worker idle for CELERY_WORKER_STALL_SECONDS while its queues
+# hold messages, or whose event loop stops, exits so that its restart policy replaces it.
 CELERY_HEARTBEAT_FILE = env.string("CELERY_HEARTBEAT_FILE", "/tmp/celery-heartbeat")  # noqa: S108
 CELERY_HEARTBEAT_INTERVAL = env.integer("CELERY_HEARTBEAT_INTERVAL", 10)
+CELERY_WORKER_STALL_SECONDS = env.integer("CELERY_WORKER_STALL_SECONDS", 60)
 
 # ---------------------------------------------------------------------------------------------
 # Logging: one JSON object per line on stdout, for Django, gunicorn and Celery alike.

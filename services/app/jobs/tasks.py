@@ -9,6 +9,7 @@ Delivery guarantees, per task:
 
 import logging
 import os
+import signal
 import smtplib
 import tempfile
 import time
@@ -165,3 +166,15 @@ def report_workflow(title: str, chunks: list[list[float]]):
 def beat_heartbeat() -> float:
     """Sent by beat every 15 s; monitoring reads its task-sent events as beat's pulse."""
     return time.time()
+
+
+@shared_task(**IDEMPOTENT)
+def kill_own_process_for_tests() -> None:
+    """Test only (tests/test_deadletter.py): dies as an OOM kill would, on every delivery."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@shared_task(max_deliveries=2, **IDEMPOTENT)
+def kill_own_process_capped_at_2_for_tests() -> None:
+    """Test only: the same, with its own redelivery cap."""
+    os.kill(os.getpid(), signal.SIGKILL)

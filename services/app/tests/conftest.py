@@ -4,6 +4,7 @@ celery worker processes (one per queue, as in production), real gunicorn and a r
 The environment comes from tests/testenv.py, loaded before Django, as a deployment sets it.
 """
 
+import os
 import threading
 from collections import defaultdict
 from pathlib import Path
@@ -46,12 +47,31 @@ def django_db_setup(django_test_environment, django_db_blocker):
 
 
 @pytest.fixture(scope="session")
-def process_env(django_db_setup) -> dict:
+def static_root(tmp_path_factory) -> str:
+    """collectstatic, as the web image's build does: the admin's pages need the manifest."""
+    import subprocess
+    import sys
+
+    from .support import APP_DIR
+
+    root = str(tmp_path_factory.mktemp("static"))
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
+        cwd=APP_DIR,
+        env={**os.environ, "DJANGO_STATIC_ROOT": root},
+        check=True,
+        timeout=300,
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def process_env(django_db_setup, static_root) -> dict:
     """What every spawned process gets: ENV, pointed at the test database."""
     from django.db import connection
 
     url = ENV["DATABASE_URL"].rsplit("/", 1)[0] + "/" + connection.settings_dict["NAME"]
-    return {**ENV, "DATABASE_URL": url}
+    return {**ENV, "DATABASE_URL": url, "DJANGO_STATIC_ROOT": static_root}
 
 
 @pytest.fixture(scope="session")
@@ -90,6 +110,28 @@ def web(process_env, log_dir, workers):
     process = start_web(process_env, log_dir)
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def api_token(django_db_setup, django_db_blocker) -> str:
+    """A bearer token allowed every enqueueable task and the report."""
+    from jobs.api import ENQUEUEABLE
+    from jobs.models import ApiToken
+
+    with django_db_blocker.unblock():
+        _, token = ApiToken.issue("tests", list(ENQUEUEABLE), may_start_report=True)
+    return token
+
+
+@pytest.fixture(scope="session")
+def api(api_token):
+    """requests, authenticated with api_token."""
+    import requests
+
+    session = requests.Session()
+    session.headers["Connection"] = "close"  # see tests/test_api.py: no keep-alive race
+    session.headers["Authorization"] = f"Bearer {api_token}"
+    return session
 
 
 class SmtpRecorder:

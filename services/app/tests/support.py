@@ -2,32 +2,14 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from testsupport import free_port, wait_for
 
 APP_DIR = Path(__file__).resolve().parent.parent
 BIN = APP_DIR / "bin"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
-    """Poll until predicate() is truthy; return its value or fail naming what never happened."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 class Process:
@@ -75,7 +57,10 @@ class Process:
         return self.popen.returncode
 
 
-def start_worker(name: str, queues: str, env: dict, log_dir: Path, concurrency: int = 2):
+def start_worker(
+    name: str, queues: str, env: dict, log_dir: Path, concurrency: int = 2, pool: str = ""
+):
+    """A worker of pool `pool` (default: its name): replicas of one pool share a pool name."""
     heartbeat = log_dir / f"{name}.heartbeat"
     heartbeat.unlink(missing_ok=True)
     process = Process(
@@ -84,7 +69,7 @@ def start_worker(name: str, queues: str, env: dict, log_dir: Path, concurrency: 
         {
             **env,
             "CELERY_WORKER_QUEUES": queues,
-            "CELERY_WORKER_POOL_NAME": name,
+            "CELERY_WORKER_POOL_NAME": pool or name,
             "CELERY_WORKER_CONCURRENCY": str(concurrency),
             "CELERY_HEARTBEAT_FILE": str(heartbeat),
             "CELERY_HEARTBEAT_INTERVAL": "1",
@@ -98,22 +83,36 @@ def start_worker(name: str, queues: str, env: dict, log_dir: Path, concurrency: 
     return process
 
 
-def start_web(env: dict, log_dir: Path, name: str = "web"):
+def start_beat(name: str, env: dict, log_dir: Path) -> Process:
+    heartbeat = log_dir / f"{name}.heartbeat"
+    heartbeat.unlink(missing_ok=True)
+    beat = Process(
+        name, [str(BIN / "beat")], {**env, "CELERY_HEARTBEAT_FILE": str(heartbeat)}, log_dir
+    )
+    wait_for(lambda: heartbeat.exists() or not beat.alive(), 60, what=f"{name} ticking")
+    assert beat.alive(), beat.log()[-2000:]
+    return beat
+
+
+def start_web(env: dict, log_dir: Path, name: str = "web", workers: int = 2):
     import requests
 
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     process = Process(
         name,
         [str(BIN / "web")],
         {
             **env,
             "PORT": str(port),
+            "METRICS_PORT": str(metrics_port),
+            "METRICS_ADDR": "127.0.0.1",
             "PROMETHEUS_MULTIPROC_DIR": str(log_dir / f"{name}-metrics"),
-            "GUNICORN_WORKERS": "2",
+            "GUNICORN_WORKERS": str(workers),
         },
         log_dir,
     )
     process.url = f"http://127.0.0.1:{port}"
+    process.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
 
     def up():
         if not process.alive():

@@ -5,16 +5,27 @@ import time
 import pytest
 import requests
 
-from .support import wait_for
+from testsupport import wait_for
+
+# Every call here is authenticated; tests/test_security.py covers the unauthenticated ones.
+client = requests.Session()
+# A new connection per request: gunicorn closes idle keep-alive connections after 5 s, and a
+# request sent on one just as it closes fails with RemoteDisconnected (seen on a busy machine).
+client.headers["Connection"] = "close"
+
+
+@pytest.fixture(autouse=True)
+def _authenticated(api_token):
+    client.headers["Authorization"] = f"Bearer {api_token}"
 
 
 def enqueue(web, name, body=None, **kwargs):
-    return requests.post(f"{web.url}/api/tasks/{name}", json=body or {}, timeout=10, **kwargs)
+    return client.post(f"{web.url}/api/tasks/{name}", json=body or {}, timeout=10, **kwargs)
 
 
 def final_state(web, status_url, timeout=30):
     def done():
-        data = requests.get(web.url + status_url, timeout=5).json()
+        data = client.get(web.url + status_url, timeout=5).json()
         return data if data["state"] in {"SUCCESS", "FAILURE", "REVOKED"} else None
 
     return wait_for(done, timeout, interval=0.2, what=f"{status_url} to finish")
@@ -43,7 +54,7 @@ def test_long_job_reports_progress_then_succeeds(web):
     status_url = response.json()["status_url"]
 
     def progress():
-        data = requests.get(web.url + status_url, timeout=5).json()
+        data = client.get(web.url + status_url, timeout=5).json()
         return data if data["state"] == "PROGRESS" else None
 
     data = wait_for(progress, 10, interval=0.1, what="PROGRESS state")
@@ -53,7 +64,7 @@ def test_long_job_reports_progress_then_succeeds(web):
 
 
 def test_report_workflow_runs_chain_of_chord(web):
-    response = requests.post(
+    response = client.post(
         f"{web.url}/api/workflows/report",
         json={"title": "Q4", "chunks": [[1, 2], [3, 4], [5]]},
         timeout=10,
@@ -96,7 +107,7 @@ def test_bad_enqueue_requests_get_clear_4xx(web, name, body, status, code, menti
 
 
 def test_invalid_json_body(web):
-    response = requests.post(
+    response = client.post(
         f"{web.url}/api/tasks/add",
         data=b"{not json",
         timeout=5,
@@ -107,13 +118,13 @@ def test_invalid_json_body(web):
 
 
 def test_json_that_is_not_an_object(web):
-    response = requests.post(f"{web.url}/api/tasks/add", json=[1, 2], timeout=5)
+    response = client.post(f"{web.url}/api/tasks/add", json=[1, 2], timeout=5)
     assert response.status_code == 400
     assert "JSON object" in response.json()["error"]["message"]
 
 
 def test_wrong_content_type(web):
-    response = requests.post(
+    response = client.post(
         f"{web.url}/api/tasks/add",
         data="x=1",
         timeout=5,
@@ -124,31 +135,27 @@ def test_wrong_content_type(web):
 
 
 def test_oversized_body(web):
-    response = requests.post(
-        f"{web.url}/api/tasks/xsum", json={"args": [[1] * 100_000]}, timeout=10
-    )
+    response = client.post(f"{web.url}/api/tasks/xsum", json={"args": [[1] * 100_000]}, timeout=10)
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "body_too_large"
 
 
 def test_bad_task_id_and_method(web):
-    response = requests.get(f"{web.url}/api/tasks/not-a-uuid", timeout=5)
+    response = client.get(f"{web.url}/api/tasks/not-a-uuid", timeout=5)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_task_id"
-    response = requests.delete(f"{web.url}/api/tasks/add", timeout=5)
+    response = client.delete(f"{web.url}/api/tasks/add", timeout=5)
     assert response.status_code == 405
 
 
 def test_bad_report_request(web):
-    response = requests.post(f"{web.url}/api/workflows/report", json={"chunks": "x"}, timeout=5)
+    response = client.post(f"{web.url}/api/workflows/report", json={"chunks": "x"}, timeout=5)
     assert response.status_code == 400
     assert "chunks" in response.json()["error"]["message"]
 
 
 def test_unknown_task_id_is_pending(web):
-    data = requests.get(
-        f"{web.url}/api/tasks/00000000-0000-0000-0000-000000000000", timeout=5
-    ).json()
+    data = client.get(f"{web.url}/api/tasks/00000000-0000-0000-0000-000000000000", timeout=5).json()
     assert data["state"] == "PENDING"
 
 
@@ -166,11 +173,13 @@ def test_home_page_links_admin_and_flower(web):
     assert "/api/workflows/report" in page
 
 
-def test_metrics_endpoint_counts_requests_and_gunicorn_workers(web):
+def test_metrics_are_on_their_own_port_only(web):
     requests.get(f"{web.url}/healthz", timeout=5)
-    text = requests.get(f"{web.url}/metrics", timeout=5).text
+    text = requests.get(web.metrics_url, timeout=5).text
     assert "django_http_requests_latency_seconds_by_view_method_bucket" in text
     assert "gunicorn_workers 2.0" in text
+    # The public port does not serve them.
+    assert requests.get(f"{web.url}/metrics", timeout=5).status_code == 404
 
 
 def test_signup_sends_welcome_mail_after_commit(web, smtp):
@@ -179,15 +188,18 @@ def test_signup_sends_welcome_mail_after_commit(web, smtp):
         json={"username": "ada", "email": "ada@example.com", "password": "s3cret-pass"},
         timeout=10,
     )
-    assert response.status_code == 201, response.text
+    assert response.status_code == 202, response.text
     wait_for(lambda: smtp.delivered["ada@example.com"], 20, what="welcome mail")
     assert "welcome aboard" in smtp.delivered["ada@example.com"][0]
+    # A taken username gets the same answer; the mailbox owner learns why, the caller does not.
     again = requests.post(
         f"{web.url}/api/signup",
-        json={"username": "ada", "email": "ada2@example.com", "password": "x"},
+        json={"username": "ada", "email": "ada2@example.com", "password": "an0ther-pass"},
         timeout=10,
     )
-    assert again.status_code == 409
+    assert (again.status_code, again.json()) == (response.status_code, response.json())
+    wait_for(lambda: smtp.delivered["ada2@example.com"], 20, what="username-taken mail")
+    assert "is taken" in smtp.delivered["ada2@example.com"][0]
     missing = requests.post(f"{web.url}/api/signup", json={"username": "bob"}, timeout=10)
     assert missing.status_code == 400
     assert "email" in missing.json()["error"]["message"]

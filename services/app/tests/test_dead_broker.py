@@ -1,14 +1,15 @@
 """An unreachable broker: the API answers 503 in bounded time and keeps serving."""
 
-import socket
-import threading
 import time
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from .support import free_port, start_web
+import testsupport
+from testsupport import free_port
+
+from .support import start_web
 from .testenv import BROKER, ENV
 
 
@@ -20,28 +21,9 @@ def broker_url_at(port: int) -> str:
 
 @pytest.fixture(scope="module")
 def silent_port():
-    """A TCP listener that accepts connections and never answers: a hung broker."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    held, stop = [], threading.Event()
-
-    def accept():
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in held:
-        conn.close()
-    server.close()
+    """A port that accepts connections and never answers: a hung broker."""
+    with testsupport.silent_port() as port:
+        yield port
 
 
 @pytest.fixture(scope="module", params=["refused", "silent"])
@@ -56,10 +38,10 @@ def dead_web(request, process_env, log_dir, silent_port):
     web.stop()
 
 
-def test_enqueue_answers_503_quickly(dead_web):
+def test_enqueue_answers_503_quickly(dead_web, api):
     for _ in range(3):
         started = time.monotonic()
-        response = requests.post(f"{dead_web.url}/api/tasks/add", json={"args": [1, 2]}, timeout=30)
+        response = api.post(f"{dead_web.url}/api/tasks/add", json={"args": [1, 2]}, timeout=30)
         elapsed = time.monotonic() - started
         assert response.status_code == 503, response.text
         assert response.json()["error"]["code"] == "broker_unavailable"
@@ -74,10 +56,34 @@ def test_readyz_reports_the_broker_and_healthz_stays_up(dead_web):
     assert requests.get(f"{dead_web.url}/healthz", timeout=5).status_code == 200
 
 
-def test_bad_input_is_still_400_without_a_broker(dead_web):
-    response = requests.post(f"{dead_web.url}/api/tasks/add", json={"args": ["x"]}, timeout=10)
+def test_bad_input_is_still_400_without_a_broker(dead_web, api):
+    response = api.post(f"{dead_web.url}/api/tasks/add", json={"args": ["x"]}, timeout=10)
     assert response.status_code == 400
 
 
 if BROKER not in {"redis", "amqp"}:  # pragma: no cover
     pytestmark = pytest.mark.skip("unknown broker")
+
+
+def test_a_publish_into_a_silent_broker_fails_instead_of_being_lost(celery_app):
+    """The broker goes silent after the connection is up (a network cut). A publish must not
+    report success for a message the broker never got: on RabbitMQ it waits for the publisher
+    confirm, bounded; on Redis for LPUSH's reply. It raises, and the API answers 503."""
+    from jobs import tasks
+
+    from .faults import FaultyProxy
+
+    proxy = FaultyProxy(urlsplit(ENV["CELERY_BROKER_URL"]).port)
+    try:
+        # The app's connection settings (timeouts, confirms), only the address differs.
+        with celery_app.connection_for_write(broker_url_at(proxy.port)) as conn:
+            conn.ensure_connection(max_retries=1)
+            assert tasks.add.apply_async((1, 2), connection=conn, retry=False).id
+            proxy.blackhole()
+            started = time.monotonic()
+            with pytest.raises(Exception) as raised:  # the broker transport's own error type
+                tasks.add.apply_async((3, 4), connection=conn, retry=False)
+            assert time.monotonic() - started < 10, raised.value
+            proxy.heal()  # so that closing the connection is answered
+    finally:
+        proxy.down()

@@ -12,9 +12,10 @@ import pytest
 from kombu import Connection, Exchange
 
 from jobs import tasks
+from testsupport import free_port, wait_for
 
-from .support import BIN, Process, free_port, start_worker, wait_for
-from .testenv import ENV
+from .support import BIN, Process, start_worker
+from .testenv import scratch_redis_url
 
 pytestmark = pytest.mark.usefixtures("live_db")
 
@@ -40,7 +41,7 @@ def test_worker_process_killed_mid_task_is_redelivered(workers):
 @pytest.mark.redis_only
 def test_whole_worker_sigkilled_task_comes_back_after_visibility_timeout(process_env, log_dir):
     """The worker and its pool die at once (node lost): Redis redelivers after the timeout."""
-    url = ENV["CELERY_BROKER_URL"].rsplit("/", 1)[0] + "/3"
+    url = scratch_redis_url(2)
     env = {
         **process_env,
         "CELERY_BROKER_URL": url,
@@ -51,14 +52,18 @@ def test_whole_worker_sigkilled_task_comes_back_after_visibility_timeout(process
     }
     with Connection(url) as conn:
         conn.default_channel.client.flushdb()
-    first = start_worker("vt-first", "default", env, log_dir, concurrency=1)
-    with Connection(url) as conn, conn.Producer() as producer:
-        result = tasks.long_job.apply_async(kwargs={"seconds": 3, "steps": 6}, producer=producer)
-    wait_for(state_is(result, "PROGRESS"), 20, what="long_job running on the first worker")
-    first.popen.send_signal(signal.SIGKILL)
-    subprocess.run(["pkill", "-KILL", "-g", str(first.pid)], check=False)
-    first.stop()
-    second = start_worker("vt-second", "default", env, log_dir, concurrency=1)
+    first = start_worker("vt-first", "default", env, log_dir, concurrency=1, pool="vt")
+    try:
+        with Connection(url) as conn, conn.Producer() as producer:
+            result = tasks.long_job.apply_async(
+                kwargs={"seconds": 3, "steps": 6}, producer=producer
+            )
+        wait_for(state_is(result, "PROGRESS"), 20, what="long_job running on the first worker")
+    finally:
+        first.popen.send_signal(signal.SIGKILL)
+        subprocess.run(["pkill", "-KILL", "-g", str(first.pid)], check=False)
+        first.stop()
+    second = start_worker("vt-second", "default", env, log_dir, concurrency=1, pool="vt")
     try:
         outcome = result.get(timeout=60)
         assert outcome["steps"] == 6
@@ -75,7 +80,7 @@ def test_pool_process_keeps_its_database_connection_and_replaces_a_dropped_one(
     new one per task; when the server drops it, the next task gets a fresh one and succeeds."""
     from django.db import connection
 
-    url = ENV["CELERY_BROKER_URL"].rsplit("/", 1)[0] + "/4"
+    url = scratch_redis_url(3)
     app_name = f"db-reuse-{uuid.uuid4().hex[:8]}"  # libpq's PGAPPNAME tags this worker's backends
 
     def worker_backends():

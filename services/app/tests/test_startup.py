@@ -7,7 +7,9 @@ import sys
 import pytest
 import requests
 
-from .support import APP_DIR, BIN, Process, wait_for
+from testsupport import wait_for
+
+from .support import APP_DIR, BIN, Process
 from .testenv import ENV
 
 PATH = f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '')}"
@@ -41,15 +43,37 @@ VISIBILITY_ENV = {
     ids=["web", "worker", "beat"],
 )
 def test_short_visibility_timeout_refuses_to_start(argv):
-    result = run(argv, {**VISIBILITY_ENV, "CELERY_BROKER_VISIBILITY_TIMEOUT": "600"})
+    result = run(argv, {**VISIBILITY_ENV, "CELERY_BROKER_VISIBILITY_TIMEOUT": "300"})
     assert result.returncode != 0
-    assert "Refusing to start: CELERY_BROKER_VISIBILITY_TIMEOUT=600s" in result.stderr
-    assert "660s" in result.stderr  # 360 + 300
+    assert "Refusing to start: CELERY_BROKER_VISIBILITY_TIMEOUT=300s" in result.stderr
+    assert "longest task time limit (360s" in result.stderr
 
 
 def test_visibility_timeout_just_above_the_limit_starts():
-    result = run(DJANGO_CHECK, {**VISIBILITY_ENV, "CELERY_BROKER_VISIBILITY_TIMEOUT": "661"})
+    result = run(DJANGO_CHECK, {**VISIBILITY_ENV, "CELERY_BROKER_VISIBILITY_TIMEOUT": "361"})
     assert result.returncode == 0, result.stderr
+
+
+def test_each_pool_gets_its_own_visibility_window():
+    """Unset, the timeout follows the pool's own hard limit; each pool has its own unacked keys,
+    so a short `high` window never redelivers a long `default` task."""
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "o = s.CELERY_BROKER_TRANSPORT_OPTIONS; "
+        "print(o['visibility_timeout'], o['unacked_key'], o['unacked_index_key'])"
+    )
+    env = {k: v for k, v in ENV.items() if k != "CELERY_BROKER_VISIBILITY_TIMEOUT"}
+    high = run(
+        [sys.executable, "-c", code],
+        {**env, "CELERY_TASK_TIME_LIMIT": "45", "CELERY_WORKER_POOL_NAME": "high"},
+    )
+    assert high.returncode == 0, high.stderr
+    assert high.stdout.split() == ["75", "unacked:high", "unacked_index:high"]
+    default = run(
+        [sys.executable, "-c", code],
+        {**env, "CELERY_TASK_TIME_LIMIT": "360", "CELERY_WORKER_POOL_NAME": "default"},
+    )
+    assert default.stdout.split() == ["390", "unacked:default", "unacked_index:default"]
 
 
 def test_rabbitmq_consumer_timeout_is_checked_too():

@@ -1,5 +1,6 @@
 """Task behaviour on real workers: routing, retries, transactions, canvas, limits."""
 
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -9,8 +10,7 @@ from django.db import transaction
 
 from jobs import tasks
 from jobs.models import Widget
-
-from .support import wait_for
+from testsupport import wait_for
 
 pytestmark = pytest.mark.usefixtures("workers", "live_db")
 
@@ -62,7 +62,7 @@ def test_retries_stop_at_the_cap(smtp):
     assert not smtp.delivered[address]
 
 
-def test_a_late_retry_state_never_overwrites_a_finished_task(celery_app):
+def test_a_late_state_never_overwrites_a_finished_task(celery_app):
     """Celery publishes a retry before it stores the RETRY of the attempt that asked for it, so
     with a short countdown the retry can finish first. The backend must keep that result."""
     from django_celery_results.models import TaskResult
@@ -72,8 +72,41 @@ def test_a_late_retry_state_never_overwrites_a_finished_task(celery_app):
     backend.mark_as_failure(finished, tasks.TransientEmailError("gave up after the last retry"))
     backend.mark_as_retry(finished, tasks.TransientEmailError("the attempt before it"))
     assert TaskResult.objects.get(task_id=finished).status == "FAILURE"
+    # Nor does any other state that is not final: STARTED of a redelivered copy, PROGRESS.
+    backend.mark_as_started(finished)
+    backend.store_result(finished, {"percent": 50}, "PROGRESS")
+    assert TaskResult.objects.get(task_id=finished).status == "FAILURE"
     backend.mark_as_retry(running, tasks.TransientEmailError("will retry"))
     assert TaskResult.objects.get(task_id=running).status == "RETRY"
+
+
+def test_a_retry_written_during_a_success_never_overwrites_it(celery_app, live_db):
+    """The same race with the two writes overlapping: the RETRY's check must not pass while the
+    SUCCESS is being written. Here the SUCCESS holds the row lock while the RETRY starts."""
+    from django.db import connection
+    from django_celery_results.models import TaskResult
+
+    backend = celery_app.backend
+    task_id = str(uuid.uuid4())
+    backend.mark_as_started(task_id)
+
+    def late_retry():
+        try:
+            backend.mark_as_retry(task_id, tasks.TransientEmailError("the attempt before it"))
+        finally:
+            connection.close()
+
+    retry = threading.Thread(target=late_retry)
+    with transaction.atomic():
+        row = TaskResult.objects.select_for_update().get(task_id=task_id)
+        retry.start()
+        retry.join(timeout=1.5)
+        assert retry.is_alive(), "the RETRY write must wait for the row a SUCCESS is writing"
+        row.status = "SUCCESS"
+        row.save()
+    retry.join(timeout=30)
+    assert not retry.is_alive()
+    assert TaskResult.objects.get(task_id=task_id).status == "SUCCESS"
 
 
 def test_permanent_smtp_errors_fail_without_retry(smtp):

@@ -5,14 +5,35 @@ Only the environment, exactly as a deployment would give it: the settings module
 
 import os
 import secrets
+from urllib.parse import urlsplit, urlunsplit
 
-from .support import free_port
+from testsupport import free_port
 
 BROKERS = {
     "redis": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/1"),
     "amqp": os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//"),
 }
 BROKER = os.environ.get("TEST_BROKER", "redis")
+# Rate-limit counters: the test Redis's host, database 8 (never the broker's), unless given.
+_redis = urlsplit(BROKERS["redis"])
+RATELIMIT_REDIS_URL = os.environ.get(
+    "TEST_RATELIMIT_REDIS_URL", urlunsplit((_redis.scheme, _redis.netloc, "/8", "", ""))
+)
+
+
+def scratch_redis_url(offset: int, empty: bool = False) -> str:
+    """A Redis database for a test that runs its own worker or beat: the test broker's number
+    plus `offset`, so a run with TEST_REDIS_URL=.../10 never touches a default run's databases.
+    `empty` flushes it first."""
+    base = int(_redis.path.strip("/") or 0)
+    url = urlunsplit((_redis.scheme, _redis.netloc, f"/{(base + offset) % 16}", "", ""))
+    if empty:
+        from kombu import Connection
+
+        with Connection(url) as conn:
+            conn.default_channel.client.flushdb()
+    return url
+
 
 ENV = {
     "DJANGO_SECRET_KEY": secrets.token_urlsafe(32),
@@ -29,6 +50,18 @@ ENV = {
     "PARTNER_RATE_LIMIT": "60/m",
     "CELERY_TASK_SOFT_TIME_LIMIT": "20",
     "CELERY_TASK_TIME_LIMIT": "30",
+    "API_LONG_JOB_MAX_SECONDS": "15",
+    "RATELIMIT_REDIS_URL": RATELIMIT_REDIS_URL,
+    # A fresh key space per run: counters of an earlier run never limit this one.
+    "RATELIMIT_KEY_PREFIX": f"test-{secrets.token_hex(4)}",
+    # Generous: the suite sends many requests from 127.0.0.1. tests/test_security.py starts
+    # its own gunicorn with small limits.
+    "RATELIMIT_ENQUEUE": "100000/m",
+    "RATELIMIT_ENQUEUE_PER_IP": "100000/m",
+    "RATELIMIT_SIGNUP_PER_IP": "1000/m",
+    "RATELIMIT_RESET_PER_IP": "1000/m",
+    "RATELIMIT_MAIL_PER_ADDRESS": "1000/m",
+    "RATELIMIT_LOGIN_PER_IP": "1000/m",
 }
 os.environ.update(ENV)
 os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"

@@ -1,16 +1,16 @@
-"""Real processes only: Redis db 2, RabbitMQ, celery workers/beat and the companion over HTTP."""
+"""Real processes only: Redis db 2 (or TEST_REDIS_URL's), RabbitMQ, celery workers/beat and the companion over HTTP."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -19,30 +19,27 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+import testsupport
+from testsupport import free_port
+
 HERE = Path(__file__).resolve().parent
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/2")
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 COMPANION = [sys.executable, "-m", "celery_stack_metrics"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# The companion and the workers start and restart under these tests: any exception while
+# polling them (refused connection, a series not there yet) means "not yet".
+wait_for = functools.partial(testsupport.wait_for, interval=0.25, retry_on=(Exception,))
 
 
-def wait_until(predicate, timeout=20.0, interval=0.25, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except Exception as exc:  # noqa: BLE001 - keep polling while processes start
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+def config_error(argv: list[str], env: dict) -> str:
+    """Start a command with a bad setting: it must exit 2 with a CRITICAL log line. Its message."""
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert line["level"] == "CRITICAL", line
+    return line["message"]
 
 
 def http_get(url: str):
@@ -61,7 +58,7 @@ class Companion:
         full = {**os.environ, "METRICS_PORT": str(self.port), "METRICS_HOST": "127.0.0.1", **env}
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(COMPANION, env=full, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_until(lambda: self.alive() and http_get(self.url + "/")[0] == 200, 15, what="companion HTTP")
+        wait_for(lambda: self.alive() and http_get(self.url + "/")[0] == 200, 15, what="companion HTTP")
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -155,8 +152,10 @@ def redis_db():
         client.ping()
     except redis.ConnectionError as exc:
         pytest.fail(f"tests need a real Redis at {REDIS_URL}: {exc}")
-    assert client.connection_pool.connection_kwargs.get("db") == 2, "tests only ever touch Redis db 2"
-    client.flushdb()  # db 2 only; never FLUSHALL
+    # FLUSHDB below: never on db 0 (where a developer's stack or another checkout may live);
+    # TEST_REDIS_URL picks the db (default 2), so parallel checkouts can use their own.
+    assert client.connection_pool.connection_kwargs.get("db", 0) != 0, f"refusing to flush Redis db 0 ({REDIS_URL})"
+    client.flushdb()  # that db only; never FLUSHALL
     yield client
     client.flushdb()
 
@@ -223,5 +222,54 @@ def publisher():
         a.close()
 
 
+def send_internal_errors(app, hostname, reasons):
+    """task-internal-error events as the worker sends them: its event dispatcher, its node name."""
+    with app.events.default_dispatcher(hostname=hostname) as dispatcher:
+        for reason in reasons:
+            dispatcher.send(
+                "task-internal-error", uuid=str(uuid.uuid4()), reason=reason,
+                exception="ResultNotRecorded('OperationalError: connection refused')",
+            )
+
+
 def redis_server_binary():
     return shutil.which("redis-server")
+
+
+MONITORING = HERE.parents[2] / "monitoring"
+
+
+class Prometheus:
+    """A real Prometheus with monitoring/'s rules, scraping one target every second."""
+
+    def __init__(self, target_url: str, tmp: Path, job: str):
+        (tmp / "prometheus.yml").write_text(json.dumps({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(MONITORING / "prometheus" / "rules" / "*.yml")],
+            "scrape_configs": [{"job_name": job,
+                                "static_configs": [{"targets": [urllib.parse.urlsplit(target_url).netloc]}]}],
+        }))  # fmt: skip
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = open(tmp / "prometheus.log", "w")
+        self.proc = subprocess.Popen(
+            ["prometheus", f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def query(self, expr: str) -> list[dict]:
+        status, body = http_get(f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+        assert status == 200, body
+        return json.loads(body)["data"]["result"]
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.log.close()
+
+
+needs_prometheus = pytest.mark.skipif(
+    not shutil.which("prometheus") and not os.environ.get("CI"),
+    reason="needs the prometheus binary (make monitoring-tools)",
+)

@@ -9,6 +9,7 @@ engine and the metrics endpoint are unreachable. Scaling real containers is test
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,18 +20,24 @@ import time
 import urllib.parse
 
 import pytest
-from conftest import REDIS_URL, free_port, http_get, pools_env, wait_until
+from conftest import REDIS_URL, config_error, free_port, http_get, pools_env, wait_for
 
-from celery_stack_metrics.autoscaler import MetricsError, load, read_companion, read_prometheus
-from celery_stack_metrics.config import ConfigError
-from celery_stack_metrics.engine import clone_spec, replica_name
-from celery_stack_metrics.scaling import Knobs, Policy, PoolScaler
+from celery_stack_metrics.autoscaler.replicas import clone_spec, replica_name
+from celery_stack_metrics.autoscaler.scaling import Policy, PoolScaler
+from celery_stack_metrics.autoscaler.settings import OPTIONS, load
+from celery_stack_metrics.autoscaler.signal import MetricsError, read_companion, read_prometheus
+from celery_stack_metrics.envopts import ConfigError
 
 AUTOSCALER = [sys.executable, "-m", "celery_stack_metrics.autoscaler"]
 
 
+# The knobs as the environment gives them by default: the chart's values (pinned in
+# test_knobs_have_the_chart_defaults_and_per_pool_overrides below).
+CHART = load({"AUTOSCALE_COMPOSE_PROJECT": "p"}).pools[0].knobs
+
+
 def scaler(**kw) -> PoolScaler:
-    return PoolScaler(Knobs(**kw))
+    return PoolScaler(dataclasses.replace(CHART, **kw))
 
 
 # ---- the decision: the chart's formula and the HPA's behaviour ----------------------------------
@@ -78,7 +85,7 @@ def test_scale_down_waits_for_the_stabilisation_window_then_sheds_25_percent_a_m
 
 
 def test_a_short_gap_between_bursts_keeps_the_replicas():
-    knobs = Knobs(scale_down=Policy(stabilization_window=60, pods=0, percent=100, period=60))
+    knobs = dataclasses.replace(CHART, scale_down=Policy(stabilization_window=60, pods=0, percent=100, period=60))
     s = PoolScaler(knobs)
     assert s.decide(0, backlog=8, target=2, current=4).desired == 4
     assert s.decide(30, backlog=0, target=2, current=4).desired == 4  # gap
@@ -130,10 +137,16 @@ def test_knobs_have_the_chart_defaults_and_per_pool_overrides():
     ("bad", "message"),
     [
         ({"AUTOSCALE_COMPOSE_PROJECT": ""}, "AUTOSCALE_COMPOSE_PROJECT is not set"),
-        ({"AUTOSCALE_MIN_REPLICAS": "0"}, "must be >= 1 under Compose"),
+        ({"AUTOSCALE_MIN_REPLICAS": "0"}, "AUTOSCALE_MIN_REPLICAS must be an integer >= 1, got '0'"),
+        ({"AUTOSCALE_MIN_REPLICAS": "0"}, "a new replica is a clone of a running one"),
         ({"AUTOSCALE_HIGH_MIN_REPLICAS": "5", "AUTOSCALE_MAX_REPLICAS": "4"}, "MAX_REPLICAS (4) is below"),
-        ({"AUTOSCALE_POLLING_INTERVAL": "soon"}, "AUTOSCALE_POLLING_INTERVAL must be a float"),
-        ({"AUTOSCALE_TARGET_PER_REPLICA": "-1"}, "must be >= 0"),
+        ({"AUTOSCALE_HIGH_MAX_REPLICAS": "many"}, "AUTOSCALE_HIGH_MAX_REPLICAS must be an integer >= 1, got 'many'"),
+        ({"AUTOSCALE_POLLING_INTERVAL": "soon"}, "AUTOSCALE_POLLING_INTERVAL must be a number >= 1, got 'soon'"),
+        ({"AUTOSCALE_POLLING_INTERVAL": "inf"}, "AUTOSCALE_POLLING_INTERVAL must be a number >= 1, got 'inf'"),
+        ({"AUTOSCALE_TARGET_PER_REPLICA": "-1"}, "AUTOSCALE_TARGET_PER_REPLICA must be a number >= 0, got '-1'"),
+        ({"AUTOSCALE_PORT": "70000"}, "AUTOSCALE_PORT must be an integer from 1 to 65535, got '70000'"),
+        ({"AUTOSCALE_LOG_LEVEL": "chatty"}, "AUTOSCALE_LOG_LEVEL must be one of"),
+        ({"AUTOSCALE_PROMETHEUS_LABELS": '{"job": 1}'}, "AUTOSCALE_PROMETHEUS_LABELS must be a JSON object of strings"),
         ({"AUTOSCALE_POOLS": "high,high"}, "distinct pool names"),
         ({"AUTOSCALE_METRICS_URL": "queue-metrics:9809"}, "must be an http(s) URL"),
         ({"DOCKER_HOST": "tcp://10.0.0.1:2375"}, "must be a unix socket"),
@@ -146,12 +159,24 @@ def test_bad_configuration_is_rejected_with_the_variable_named(bad, message):
     assert message in str(exc.value)
 
 
-def test_bad_configuration_stops_the_process_with_exit_2():
-    full = {**os.environ, "AUTOSCALE_COMPOSE_PROJECT": "p", "AUTOSCALE_MIN_REPLICAS": "0"}
-    proc = subprocess.run(AUTOSCALER, env=full, capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 2
-    line = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert line["level"] == "CRITICAL" and "MIN_REPLICAS" in line["message"]
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"AUTOSCALE_MIN_REPLICAS": "0"}, "AUTOSCALE_MIN_REPLICAS must be an integer >= 1, got '0'"),
+        ({"AUTOSCALE_DEFAULT_SCALE_UP_PERIOD": "0.5"}, "AUTOSCALE_DEFAULT_SCALE_UP_PERIOD must be a number >= 1"),
+    ],
+)
+def test_bad_configuration_stops_the_process_with_exit_2(bad, message):
+    assert message in config_error(AUTOSCALER, {**os.environ, "AUTOSCALE_COMPOSE_PROJECT": "p", **bad})
+
+
+def test_help_lists_every_declared_variable_with_its_default():
+    proc = subprocess.run([*AUTOSCALER, "--help"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0
+    for option in OPTIONS:
+        assert option.name in proc.stdout or option.pool_variable("<POOL>") in proc.stdout
+    assert "AUTOSCALE_MAX_REPLICAS (per pool: AUTOSCALE_<POOL>_MAX_REPLICAS)" in proc.stdout
+    assert "Default: 300; a number >= 0." in proc.stdout  # the scale-down window
 
 
 # ---- the signal, from the real companion ---------------------------------------------------------
@@ -171,12 +196,12 @@ def test_backlog_from_the_companion_counts_priority_lists_and_active_tasks(
     for _ in range(2):
         app.send_task("tests.sleep", args=[20], queue=q)
     worker = procs.worker(REDIS_URL, pool=pool, queue=q, concurrency=2)
-    wait_until(lambda: c.value("celery_pool_active_tasks", pool=pool) == 2, 30, what="2 active")
+    wait_for(lambda: c.value("celery_pool_active_tasks", pool=pool) == 2, 30, what="2 active")
     for _ in range(4):
         app.send_task("tests.sleep", args=[0], queue=q)
     app.send_task("tests.sleep", args=[0], queue=q, priority=9)
 
-    sig = wait_until(
+    sig = wait_for(
         lambda: (s := read_companion(url, [pool, names["high_pool"]])[pool]).backlog == 7 and s,
         15,
         what="backlog 7",
@@ -197,7 +222,7 @@ def test_no_backlog_series_is_an_error_not_zero(names, companion_factory):
     c = companion_factory(
         CELERY_BROKER_URL=f"redis://127.0.0.1:{port}/2", METRICS_POOLS=pools_env(names), METRICS_POLL_INTERVAL=0.5
     )
-    wait_until(lambda: c.value("celery_stack_metrics_consecutive_poll_failures") >= 1, 15, what="a failed poll")
+    wait_for(lambda: c.value("celery_stack_metrics_consecutive_poll_failures") >= 1, 15, what="a failed poll")
     with pytest.raises(MetricsError, match="no celery_pool_queued_messages"):
         read_companion(c.url + "/metrics", [names["default_pool"]])
     with pytest.raises(MetricsError, match="unreachable"):
@@ -233,7 +258,7 @@ def test_prometheus_source_runs_the_charts_query(redis_db, names, companion_fact
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        sig = wait_until(
+        sig = wait_for(
             lambda: read_prometheus(base, [pool], {"job": "autoscale-test"})[pool], 30, what="prometheus answer"
         )
         assert (sig.backlog, sig.concurrency) == (9, 4)
@@ -264,7 +289,7 @@ def test_unreachable_engine_and_metrics_keep_it_running_and_unhealthy(tmp_path):
         proc = subprocess.Popen(AUTOSCALER, env=full, stdout=log, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: http_get(base + "/healthz")[0] == 503, 15, what="503 from /healthz")
+        wait_for(lambda: http_get(base + "/healthz")[0] == 503, 15, what="503 from /healthz")
         time.sleep(2.5)  # a few polling intervals
         assert proc.poll() is None
         status, body = http_get(base + "/healthz")

@@ -6,7 +6,7 @@ import sys
 import time
 
 import pytest
-from conftest import COMPANION, Companion, free_port, pools_env, redis_server_binary, wait_until
+from conftest import COMPANION, Companion, config_error, free_port, pools_env, redis_server_binary, wait_for
 
 
 def run(env):
@@ -37,6 +37,23 @@ def test_malformed_pools_is_a_clear_error(pools, fragment):
     assert "METRICS_POOLS" in r.stdout and fragment in r.stdout
 
 
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"METRICS_PORT": "0"}, "METRICS_PORT must be an integer from 1 to 65535, got '0'"),
+        ({"METRICS_POLL_INTERVAL": "soon"}, "METRICS_POLL_INTERVAL must be a number > 0, got 'soon'"),
+        ({"METRICS_WORKER_TIMEOUT": "-5"}, "METRICS_WORKER_TIMEOUT must be a number > 0, got '-5'"),
+        ({"METRICS_LOG_LEVEL": "loud"}, "METRICS_LOG_LEVEL must be one of"),
+        ({"METRICS_BROKER_TRANSPORT_OPTIONS": "[1]"}, "METRICS_BROKER_TRANSPORT_OPTIONS must be a JSON object"),
+        ({"DATABASE_URL": "mysql://db/app"}, "DATABASE_URL must be a postgres:// URL, got 'mysql://db/app'"),
+        ({"METRICS_DATABASE_TIMEOUT": "0"}, "METRICS_DATABASE_TIMEOUT must be a number > 0 <= 60, got '0'"),
+    ],
+)
+def test_bad_or_out_of_range_value_stops_the_process_naming_the_variable(env, message):
+    full = {**os.environ, "CELERY_BROKER_URL": "redis://127.0.0.1:6379/2", **env}
+    assert message in config_error(COMPANION, full)
+
+
 def test_broker_down_then_up_then_down(tmp_path, names):
     binary = redis_server_binary()
     if not binary:
@@ -48,7 +65,7 @@ def test_broker_down_then_up_then_down(tmp_path, names):
     )
     try:
         # Down from the start: keeps serving, says so, does not exit.
-        wait_until(lambda: c.value("celery_stack_metrics_consecutive_poll_failures") >= 1, what="poll failure")
+        wait_for(lambda: c.value("celery_stack_metrics_consecutive_poll_failures") >= 1, what="poll failure")
         assert c.healthz()[0] == 503
         s = c.scrape()
         assert s[("celery_stack_metrics_broker_up", frozenset())] == 0
@@ -66,15 +83,15 @@ def test_broker_down_then_up_then_down(tmp_path, names):
             stdout=subprocess.DEVNULL,
         )
         try:
-            wait_until(lambda: c.healthz()[0] == 200, 40, what="healthy after broker start")
+            wait_for(lambda: c.healthz()[0] == 200, 40, what="healthy after broker start")
             assert c.value("celery_queue_depth", queue_name=names["high_queue"]) == 0
         finally:
             server.terminate()
             server.wait(10)
 
         # And goes away again.
-        wait_until(lambda: c.healthz()[0] == 503, 30, what="unhealthy after broker stop")
-        wait_until(lambda: c.value("celery_stack_metrics_broker_up") == 0, 30, what="poll fails after stop")
+        wait_for(lambda: c.healthz()[0] == 503, 30, what="unhealthy after broker stop")
+        wait_for(lambda: c.value("celery_stack_metrics_broker_up") == 0, 30, what="poll fails after stop")
         assert c.healthz()[0] == 503
         time.sleep(2)
         assert c.alive()

@@ -53,6 +53,8 @@ class BrokerPoller:
         self.queues = tuple(queues)
         self.conn = None
         self.kind = None
+        # Redis only: (used_memory, maxmemory) in bytes from the last poll; maxmemory 0 = none.
+        self.memory: tuple[int, int] | None = None
 
     def close(self):
         if self.conn is not None:
@@ -98,7 +100,11 @@ class BrokerPoller:
                     for key in keys:
                         pipe.llen(key)
                         pipe.lindex(key, -1)
+                # At maxmemory with noeviction Redis refuses new tasks: alert before that.
+                pipe.info("memory")
                 replies = pipe.execute()
+        memory = replies.pop()
+        self.memory = (int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0)))
         out: dict[str, QueueSample] = {}
         i = 0
         for queue, keys in plan:

@@ -1,4 +1,4 @@
-"""What both commands do before their work: --help, --version, settings, logging."""
+"""What every command does before its work: --help, --version, settings, logging."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 
 from . import __version__, logs
-from .config import ConfigError
+from .envopts import ConfigError
 
 
 def start(argv: list[str], usage: str, load: Callable, log: logging.Logger):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .config import Settings
-from .events import EventState
+from .database import DatabaseSnapshot
+from .events import INTERNAL_ERROR_REASONS, EventState
 
 # Publish-to-start wait: milliseconds for the `high` SLO up to an hour for `default`.
 WAIT_BUCKETS = (
@@ -27,14 +28,23 @@ class BrokerSnapshot:
         self.last_duration = 0.0
         self.last_error: str | None = None
         self.failures = 0
+        self.memory: tuple[int, int] | None = None  # Redis (used, maxmemory) bytes
 
 
 class Collector:
-    def __init__(self, settings: Settings, broker: BrokerSnapshot, events: EventState, receiver):
+    def __init__(
+        self,
+        settings: Settings,
+        broker: BrokerSnapshot,
+        events: EventState,
+        receiver,
+        database: DatabaseSnapshot | None = None,  # None: DATABASE_URL unset
+    ):
         self.settings = settings
         self.broker = broker
         self.events = events
         self.receiver = receiver
+        self.database = database
 
     def describe(self):
         return []
@@ -47,6 +57,7 @@ class Collector:
             last_success = self.broker.last_success
             duration = self.broker.last_duration
             failures = self.broker.failures
+            memory = self.broker.memory if ok else None
 
         depth = GaugeMetricFamily(
             "celery_queue_depth",
@@ -65,6 +76,16 @@ class Collector:
                 age.add_metric([queue], sample.oldest_age)
         yield depth
         yield age
+        if memory is not None:
+            yield GaugeMetricFamily(
+                "celery_broker_redis_memory_used_bytes", "Redis used_memory (INFO memory).",
+                value=memory[0],
+            )
+            yield GaugeMetricFamily(
+                "celery_broker_redis_maxmemory_bytes",
+                "Redis maxmemory; 0 when unset. With noeviction, writes fail at this size.",
+                value=memory[1],
+            )
 
         workers, beat_tick, tracked = self.events.snapshot(
             live_after=s.worker_timeout, expire_after=s.worker_expiry
@@ -118,6 +139,23 @@ class Collector:
                 signal.add_metric([pool.name], (n_queued + n_active) / pool.concurrency)
         yield from (queued, active, nworkers, conc, signal, info)
 
+        # Every configured pool starts at 0 for each known reason, so the first error is an
+        # increase() (a series born at 1 is not) and dashboards have a line before any error.
+        counts = {(pool.name, reason): 0 for pool in s.pools for reason in INTERNAL_ERROR_REASONS}
+        counts.update(self.events.internal_error_counts())
+        internal = CounterMetricFamily(
+            "celery_task_internal_errors",
+            "task-internal-error events: a task's result could not be recorded (result_not_recorded: "
+            "the database was unreachable, the task was requeued) or an error was raised outside "
+            "the task body (internal); any other reason is counted as other.",
+            labels=["pool", "reason"],
+        )
+        for (pool_name, reason), n in sorted(counts.items()):
+            internal.add_metric([pool_name, reason], n)
+        yield internal
+        if self.database is not None:
+            yield from self.collect_database()
+
         yield GaugeMetricFamily(
             "celery_stack_metrics_broker_up", "1 if the last broker poll succeeded.", value=1 if ok else 0
         )
@@ -145,6 +183,32 @@ class Collector:
             "Sent tasks awaiting their task-started event (bounded map).",
             value=tracked,
         )
+
+    def collect_database(self):
+        with self.database.lock:
+            ok, sample = self.database.ok, self.database.sample
+        yield GaugeMetricFamily(
+            "celery_stack_metrics_database_up", "1 if the last database poll succeeded.", value=1 if ok else 0
+        )
+        if ok and sample.outbox is not None:
+            pending, oldest_age = sample.outbox
+            yield GaugeMetricFamily(
+                "celery_outbox_pending_tasks",
+                "Transactional-outbox rows not yet published to the broker (jobs_outbox).",
+                value=pending,
+            )
+            yield GaugeMetricFamily(
+                "celery_outbox_oldest_pending_age_seconds",
+                "Seconds since the oldest unpublished outbox row was committed; 0 when none waits.",
+                value=oldest_age,
+            )
+        if ok and sample.dead_letters is not None:
+            dead = GaugeMetricFamily(
+                "celery_dead_letters", "Dead letters stored, per reason (deadletter_deadletter).", labels=["reason"]
+            )
+            for reason, n in sorted(sample.dead_letters.items()):
+                dead.add_metric([reason], n)
+            yield dead
 
 
 def now() -> float:

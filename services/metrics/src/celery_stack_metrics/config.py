@@ -1,20 +1,17 @@
-"""Settings from the environment, with errors that name the variable."""
+"""The companion's settings: each environment variable declared once (envopts.Option)."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from .envopts import LOG_LEVELS, ConfigError, Option, integer, json_object, name_list, number, postgres_url
 
 DEFAULT_POOLS = {
     "default": {"queues": ["default"], "concurrency": 2},
     "high": {"queues": ["high"], "concurrency": 4},
 }
-
-
-class ConfigError(Exception):
-    """The process must not start half-configured."""
 
 
 @dataclass(frozen=True)
@@ -26,18 +23,22 @@ class Pool:
 
 @dataclass(frozen=True)
 class Settings:
+    """What load() read; the defaults are the Options' below."""
+
     broker_url: str
     pools: tuple[Pool, ...]
-    extra_queues: tuple[str, ...] = ()
-    host: str = "0.0.0.0"  # noqa: S104 - an exporter listens on all interfaces in its container
-    port: int = 9809
-    poll_interval: float = 5.0
-    worker_timeout: float = 30.0
-    worker_expiry: float = 900.0
-    beat_task: str = "jobs.tasks.beat_heartbeat"
-    max_tracked_tasks: int = 100_000
-    transport_options: dict = field(default_factory=dict)
-    log_level: str = "INFO"
+    extra_queues: tuple[str, ...]
+    host: str
+    port: int
+    poll_interval: float
+    worker_timeout: float
+    worker_expiry: float
+    beat_task: str
+    max_tracked_tasks: int
+    transport_options: dict
+    log_level: str
+    database_url: str  # "" = no database gauges
+    database_timeout: float
 
     @property
     def queues(self) -> tuple[str, ...]:
@@ -81,61 +82,81 @@ def parse_pools(raw: str) -> tuple[Pool, ...]:
     return tuple(pools)
 
 
-def number(name: str, raw: str, default, kind=float, minimum: float = 0.0, inclusive=False):
-    """Parse one numeric setting: `default` when empty, else finite and above `minimum`
-    (or equal to it with `inclusive`), with an error that names the variable."""
-    raw = raw.strip()
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
-    too_small = value < minimum if inclusive else value <= minimum
-    if too_small or not math.isfinite(value):
-        bound = f">= {minimum}" if inclusive else f"greater than {minimum}"
-        raise ConfigError(f"{name} must be {bound}, got {raw!r}")
-    return value
-
-
-def _number(env, name: str, default: float, kind=float, minimum: float = 0.0):
-    return number(name, env.get(name, ""), default, kind, minimum)
+BROKER_URL = Option(
+    "CELERY_BROKER_URL", "",
+    "The broker to measure: redis://, rediss://, sentinel:// or amqp:// (e.g. redis://:secret@redis:6379/0).",
+    required=True,
+)
+POOLS = Option(
+    "METRICS_POOLS", json.dumps(DEFAULT_POOLS),
+    "The worker pools as JSON {pool: {queues: [...], concurrency: n}}; pool = the worker node name before @.",
+    parse=parse_pools,
+)
+EXTRA_QUEUES = Option(
+    "METRICS_EXTRA_QUEUES", "", "Comma-separated queues to measure that no pool consumes.", parse=name_list
+)
+HOST = Option("METRICS_HOST", "0.0.0.0", "Address of /metrics and /healthz.")  # noqa: S104 - inside its container
+PORT = Option("METRICS_PORT", "9809", "Port of /metrics and /healthz.", parse=integer, minimum=1, maximum=65535)
+POLL_INTERVAL = Option(
+    "METRICS_POLL_INTERVAL", "5", "Seconds between broker polls.", parse=number, minimum=0, above=True
+)
+WORKER_TIMEOUT = Option(
+    "METRICS_WORKER_TIMEOUT", "30", "Seconds without a heartbeat before a worker stops counting as live.",
+    parse=number, minimum=0, above=True,
+)
+WORKER_EXPIRY = Option(
+    "METRICS_WORKER_EXPIRY", "900",
+    "Seconds without a heartbeat before a worker's series is dropped (>= METRICS_WORKER_TIMEOUT).",
+    parse=number, minimum=0, above=True,
+)
+BEAT_TASK = Option(
+    "METRICS_BEAT_TASK", "jobs.tasks.beat_heartbeat", "The periodic task whose runs show that beat is alive."
+)
+MAX_TRACKED_TASKS = Option(
+    "METRICS_MAX_TRACKED_TASKS", "100000",
+    "Sent tasks held until their start, for the wait-time histogram (bounds memory).",
+    parse=integer, minimum=0, above=True,
+)
+TRANSPORT_OPTIONS = Option(
+    "METRICS_BROKER_TRANSPORT_OPTIONS", "",
+    "JSON object, the app's broker_transport_options (sep, priority_steps, global_keyprefix, ...).",
+    parse=json_object,
+)
+DATABASE_URL = Option(
+    "DATABASE_URL", "",
+    "The app's Postgres (postgres://...): outbox and dead-letter gauges. Unset: none are exported.",
+    parse=postgres_url,
+)
+DATABASE_TIMEOUT = Option(
+    "METRICS_DATABASE_TIMEOUT", "2", "Seconds a database connect or query may take.",
+    parse=number, minimum=0, above=True, maximum=60,
+)
+LOG_LEVEL = Option("METRICS_LOG_LEVEL", "INFO", "Log level.", choices=LOG_LEVELS)
+OPTIONS = (
+    BROKER_URL, POOLS, EXTRA_QUEUES, HOST, PORT, POLL_INTERVAL, WORKER_TIMEOUT, WORKER_EXPIRY, BEAT_TASK,
+    MAX_TRACKED_TASKS, TRANSPORT_OPTIONS, DATABASE_URL, DATABASE_TIMEOUT, LOG_LEVEL,
+)  # fmt: skip
 
 
 def load(env=None) -> Settings:
     env = os.environ if env is None else env
-    broker_url = env.get("CELERY_BROKER_URL", "").strip()
-    if not broker_url:
-        raise ConfigError(
-            "Required environment variable CELERY_BROKER_URL is not set "
-            "(e.g. redis://:secret@redis:6379/0 or amqp://user:pass@rabbitmq:5672//)."
-        )
-    raw_pools = env.get("METRICS_POOLS", "").strip()
-    pools = parse_pools(raw_pools) if raw_pools else parse_pools(json.dumps(DEFAULT_POOLS))
-    raw_opts = env.get("METRICS_BROKER_TRANSPORT_OPTIONS", "").strip()
-    transport_options = {}
-    if raw_opts:
-        try:
-            transport_options = json.loads(raw_opts)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"METRICS_BROKER_TRANSPORT_OPTIONS is not valid JSON ({exc})") from None
-        if not isinstance(transport_options, dict):
-            raise ConfigError("METRICS_BROKER_TRANSPORT_OPTIONS must be a JSON object")
-    worker_timeout = _number(env, "METRICS_WORKER_TIMEOUT", 30.0)
-    worker_expiry = _number(env, "METRICS_WORKER_EXPIRY", 900.0)
+    worker_timeout = WORKER_TIMEOUT.read(env)
+    worker_expiry = WORKER_EXPIRY.read(env)
     if worker_expiry < worker_timeout:
         raise ConfigError("METRICS_WORKER_EXPIRY must be >= METRICS_WORKER_TIMEOUT")
     return Settings(
-        broker_url=broker_url,
-        pools=pools,
-        extra_queues=tuple(q.strip() for q in env.get("METRICS_EXTRA_QUEUES", "").split(",") if q.strip()),
-        host=env.get("METRICS_HOST", "").strip() or "0.0.0.0",  # noqa: S104
-        port=int(_number(env, "METRICS_PORT", 9809, int)),
-        poll_interval=_number(env, "METRICS_POLL_INTERVAL", 5.0),
+        broker_url=BROKER_URL.read(env),
+        pools=POOLS.read(env),
+        extra_queues=EXTRA_QUEUES.read(env),
+        host=HOST.read(env),
+        port=PORT.read(env),
+        poll_interval=POLL_INTERVAL.read(env),
         worker_timeout=worker_timeout,
         worker_expiry=worker_expiry,
-        beat_task=env.get("METRICS_BEAT_TASK", "").strip() or "jobs.tasks.beat_heartbeat",
-        max_tracked_tasks=int(_number(env, "METRICS_MAX_TRACKED_TASKS", 100_000, int)),
-        transport_options=transport_options,
-        log_level=(env.get("METRICS_LOG_LEVEL", "").strip() or "INFO").upper(),
+        beat_task=BEAT_TASK.read(env),
+        max_tracked_tasks=MAX_TRACKED_TASKS.read(env),
+        transport_options=TRANSPORT_OPTIONS.read(env),
+        log_level=LOG_LEVEL.read(env),
+        database_url=DATABASE_URL.read(env),
+        database_timeout=DATABASE_TIMEOUT.read(env),
     )

@@ -1,4 +1,5 @@
-"""The few Docker Engine API calls the autoscaler needs, over the engine's unix socket.
+"""The few Docker Engine API calls the autoscaler needs (autoscaler/replicas.py), over the
+engine's unix socket or the engine proxy; engine_proxy.py reaches the engine with it too.
 
 Works with Docker and with Podman's Docker-compatible API (`podman system service`). Standard
 library only: the exporter image has no docker SDK, and these are six plain HTTP calls.
@@ -45,12 +46,34 @@ def socket_path(docker_host: str) -> str:
 
 
 class Engine:
+    """DOCKER_HOST is the engine's unix socket, or `tcp://engine-proxy:2375`: the filtering
+    proxy (engine_proxy.py) on a network only it and the autoscaler share."""
+
     def __init__(self, docker_host: str, timeout: float = 30.0):
-        self.path = socket_path(docker_host)
+        self.tcp = None
+        if docker_host.startswith("tcp://"):
+            # Only the proxy, by its Compose service name: an engine's own TCP API (by address,
+            # usually unauthenticated) stays refused.
+            parsed = urllib.parse.urlsplit(docker_host)
+            host = parsed.hostname or ""
+            if not re.fullmatch(r"[a-z][a-z0-9-]*", host):
+                raise EngineError(
+                    "DOCKER_HOST must be a unix socket (unix:///path) or the engine proxy by "
+                    f"service name (tcp://engine-proxy:2375), got {docker_host!r}"
+                )
+            self.tcp = (host, parsed.port or 2375)
+            self.path = docker_host
+        else:
+            self.path = socket_path(docker_host)
         self.timeout = timeout
 
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self.tcp:
+            return http.client.HTTPConnection(*self.tcp, timeout=timeout)
+        return _UnixConnection(self.path, timeout)
+
     def _call(self, method: str, url: str, body=None, timeout: float | None = None, ok=(200, 201, 204, 304)):
-        conn = _UnixConnection(self.path, timeout or self.timeout)
+        conn = self._connection(timeout or self.timeout)
         try:
             payload = None if body is None else json.dumps(body).encode()
             headers = {"Content-Type": "application/json"} if payload is not None else {}
@@ -66,7 +89,7 @@ class Engine:
         return json.loads(data) if data.strip() else None
 
     def ping(self) -> None:
-        conn = _UnixConnection(self.path, 5)
+        conn = self._connection(5)
         try:
             conn.request("GET", "/_ping")
             resp = conn.getresponse()
@@ -103,58 +126,3 @@ class Engine:
 
     def remove(self, cid: str) -> None:
         self._call("DELETE", f"/containers/{cid}?v=1&force=1", ok=(200, 204, 404))
-
-
-# Per-container settings the engine assigns itself; copying them would clash with the template
-# (same hostname = same Celery node name) or is rejected by create.
-_DROP_CONFIG = {"Hostname", "Domainname", "MacAddress"}
-_DROP_ENV = ("HOSTNAME=",)
-_DROP_HOST = {"ContainerIDFile", "ConsoleSize", "Runtime", "NetworkMode", "Links"}
-
-
-def clone_spec(template: dict, name: str, number: int) -> tuple[dict, list[tuple[str, dict]]]:
-    """The create body of a new replica cloned from `template` (an inspect result).
-
-    Same image (by ID, so a retagged image does not change what the pool runs), command, env,
-    labels (with the next container-number, so Compose counts and removes it as a replica),
-    healthcheck, user, stop signal/timeout, resources, security options. Networks keep the
-    service alias. Returns (body, [(network, endpoint config)...]) for the networks after the
-    first, which are connected before start (the API creates with one network).
-    """
-    cfg = {k: v for k, v in template["Config"].items() if k not in _DROP_CONFIG}
-    cfg["Image"] = template["Image"]
-    cfg["Env"] = [e for e in cfg.get("Env") or [] if not e.startswith(_DROP_ENV)]
-    cfg["Labels"] = {**(cfg.get("Labels") or {}), "com.docker.compose.container-number": str(number)}
-    host = {k: v for k, v in template["HostConfig"].items() if k not in _DROP_HOST}
-    if host.get("NanoCpus"):
-        # Podman reports `cpus:` both ways; create accepts only one of them.
-        host.pop("CpuPeriod", None)
-        host.pop("CpuQuota", None)
-    if host.get("Ulimits"):
-        # Podman reports RLIMIT_NOFILE; create takes Docker's names (nofile).
-        host["Ulimits"] = [
-            {**u, "Name": u["Name"].lower().removeprefix("rlimit_")} for u in host["Ulimits"]
-        ]
-    old_name = template["Name"].lstrip("/")
-    old_ids = {template["Id"][:12], template["Id"]}
-    endpoints = []
-    for net, ep in (template["NetworkSettings"].get("Networks") or {}).items():
-        aliases = [a for a in ep.get("Aliases") or [] if a != old_name and a not in old_ids]
-        endpoints.append((net, {"Aliases": [*aliases, name]}))
-    if endpoints:
-        first, rest = endpoints[0], endpoints[1:]
-        host["NetworkMode"] = first[0]
-        cfg["NetworkingConfig"] = {"EndpointsConfig": {first[0]: first[1]}}
-    else:
-        rest = []
-    cfg["HostConfig"] = host
-    return cfg, rest
-
-
-_NUMBER = re.compile(r"-(\d+)$")
-
-
-def replica_name(template_name: str, number: int) -> str:
-    """celery-stack-worker-high-1 -> celery-stack-worker-high-<number> (Compose v2 naming)."""
-    base = template_name.lstrip("/")
-    return _NUMBER.sub(f"-{number}", base) if _NUMBER.search(base) else f"{base}-{number}"

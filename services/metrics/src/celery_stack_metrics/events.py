@@ -1,4 +1,5 @@
-"""State built from the Celery event stream: workers, beat ticks, and publish-to-start wait."""
+"""State built from the Celery event stream: workers, beat ticks, publish-to-start wait, and
+the worker's `task-internal-error` reports."""
 
 from __future__ import annotations
 
@@ -22,6 +23,15 @@ class WorkerState:
 
 def pool_of(nodename: str) -> str:
     return nodename.split("@", 1)[0] if "@" in nodename else ""
+
+
+# `reason` of the worker's task-internal-error event (services/app/config/worker.py); anything
+# else is counted as "other", so a new or malformed value cannot add series without bound.
+INTERNAL_ERROR_REASONS = ("result_not_recorded", "internal")
+
+
+def internal_error_reason(value) -> str:
+    return value if value in INTERNAL_ERROR_REASONS else "other"
 
 
 def _eta_seconds(eta) -> float | None:
@@ -51,6 +61,7 @@ class EventState:
         self.workers: dict[str, WorkerState] = {}
         self.sent: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self.beat_last_tick: float | None = None
+        self.internal_errors: dict[tuple[str, str], int] = {}  # (pool, reason) -> count
         self.events_seen = 0
         self.evicted = 0
 
@@ -77,6 +88,11 @@ class EventState:
                 self._on_started(event)
             elif kind in ("task-revoked", "task-rejected"):
                 self.sent.pop(event.get("uuid") or "", None)
+            elif kind == "task-internal-error":
+                # Sent by the worker's main process when a task's result could not be recorded
+                # (the task was requeued) or another error was raised outside the task body.
+                key = (pool_of(event.get("hostname") or ""), internal_error_reason(event.get("reason")))
+                self.internal_errors[key] = self.internal_errors.get(key, 0) + 1
 
     def _on_sent(self, event: dict, now: float) -> None:
         if event.get("name") == self.beat_task:
@@ -116,6 +132,11 @@ class EventState:
                 for w in self.workers.values()
             ]
             return workers, self.beat_last_tick, len(self.sent)
+
+    def internal_error_counts(self) -> dict[tuple[str, str], int]:
+        """{(pool, reason): task-internal-error events received since start}"""
+        with self.lock:
+            return dict(self.internal_errors)
 
 
 class EventReceiverThread(threading.Thread):

@@ -1,5 +1,6 @@
 """celery-stack-metrics: companion Prometheus exporter (queue depth incl. priority sub-lists,
-oldest message age, queue wait time, per-pool scaling signal, heartbeat freshness)."""
+oldest message age, queue wait time, per-pool scaling signal, heartbeat freshness, task internal
+errors)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ from . import __version__
 from .broker import BrokerPoller
 from .cli import start
 from .collector import WAIT_BUCKETS, BrokerSnapshot, Collector
-from .config import Settings, load
+from .config import OPTIONS, Settings, load
+from .database import DatabasePoller, DatabaseSnapshot
+from .database import poll_loop as database_poll_loop
+from .envopts import describe
 from .events import EventReceiverThread, EventState
 
 log = logging.getLogger("celery_stack_metrics")
@@ -59,6 +63,7 @@ def poll_loop(settings: Settings, poller: BrokerPoller, snap: BrokerSnapshot, st
                 log.info("broker poll succeeded", extra={"queues": sorted(samples)})
             snap.ok = True
             snap.samples = samples
+            snap.memory = poller.memory
             snap.failures = 0
             snap.last_error = None
             snap.last_success = time.time()
@@ -67,7 +72,7 @@ def poll_loop(settings: Settings, poller: BrokerPoller, snap: BrokerSnapshot, st
 
 
 def main(argv=None) -> int:
-    usage = f"{__doc__ or ''}\nConfigured by environment variables; see services/metrics/README.md."
+    usage = f"{__doc__}\n{describe(OPTIONS)}"
     settings = start(sys.argv[1:] if argv is None else argv, usage, load, log)
     disable_created_metrics()  # no *_created series: they only add cardinality here
     app = make_app(settings)
@@ -88,7 +93,8 @@ def main(argv=None) -> int:
         wait.labels(q)  # every configured queue shows up at 0 before its first task
     receiver = EventReceiverThread(app, state)
     snap = BrokerSnapshot()
-    registry.register(Collector(settings, snap, state, receiver))
+    database = DatabaseSnapshot() if settings.database_url else None
+    registry.register(Collector(settings, snap, state, receiver, database))
 
     def health():
         with snap.lock:
@@ -113,6 +119,17 @@ def main(argv=None) -> int:
     poll_thread = threading.Thread(
         target=poll_loop, args=(settings, poller, snap, stop), name="broker-poll", daemon=True
     )
+    threads = [poll_thread]
+    if database is not None:
+        database_poller = DatabasePoller(settings.database_url, settings.database_timeout)
+        threads.append(
+            threading.Thread(
+                target=database_poll_loop,
+                args=(database_poller, database, settings.poll_interval, stop),
+                name="database-poll",
+                daemon=True,
+            )
+        )
 
     def shutdown(signum, _frame):
         log.info("shutting down", extra={"signal": signum})
@@ -131,9 +148,11 @@ def main(argv=None) -> int:
             "broker": app.connection_for_read().as_uri(),  # as_uri() masks the password
             "pools": {p.name: {"queues": list(p.queues), "concurrency": p.concurrency} for p in settings.pools},
             "queues": list(settings.queues),
+            "database_gauges": database is not None,
         },
     )
-    poll_thread.start()
+    for thread in threads:
+        thread.start()
     receiver.start()
     try:
         server.serve_forever(poll_interval=0.5)

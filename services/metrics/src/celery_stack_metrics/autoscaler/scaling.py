@@ -17,7 +17,7 @@ and KEDA hands that to an HPA, which adds what this module reproduces, in the HP
 4. clamp to [min, max].
 
 KEDA's own part: cooldownPeriod and activationThreshold only concern the 1 <-> 0 step, which
-applies only when min is 0 (never under Compose, see autoscaler.py).
+applies only when min is 0 (never under Compose, see settings.py).
 """
 
 from __future__ import annotations
@@ -41,16 +41,17 @@ class Policy:
 
 @dataclass(frozen=True)
 class Knobs:
-    """The chart's values: autoscaling.{minReplicas,maxReplicas,targetPerReplica,behavior,keda.*}."""
+    """The chart's values: autoscaling.{minReplicas,maxReplicas,targetPerReplica,behavior,keda.*}
+    (their defaults are declared once, in settings.py)."""
 
-    min_replicas: int = 1
-    max_replicas: int = 10
-    target_per_replica: float = 0  # 0 = the pool's concurrency, read from the metrics
-    polling_interval: float = 15
-    cooldown_period: float = 300
-    activation_threshold: float = 0
-    scale_up: Policy = Policy(stabilization_window=0, pods=4, percent=100, period=30)
-    scale_down: Policy = Policy(stabilization_window=300, pods=0, percent=25, period=60)
+    min_replicas: int
+    max_replicas: int
+    target_per_replica: float  # 0 = the pool's concurrency, read from the metrics
+    polling_interval: float
+    cooldown_period: float
+    activation_threshold: float
+    scale_up: Policy
+    scale_down: Policy
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 """Prove the dashboards and rules against a RUNNING celery-stack (Grafana cannot run here).
 
 Starts a real Prometheus (Debian's `prometheus` package) on a free loopback port with
-monitoring/prometheus/rules/, scraping the stack's published ports (web /metrics, celery-exporter
-:9808, celery-stack-metrics :9809); drives load through the web API into both queues (add/mul on
+monitoring/prometheus/rules/, scraping the stack's published ports (celery-exporter :9808,
+celery-stack-metrics :9809) and web's /metrics, which is not published (:9100 inside the stack:
+relayed through `compose exec web`); drives load through the web API, with a token made by
+`manage.py api_token create`, into both queues (add/mul on
 `high`, xsum/long_job/rename_widget on `default`, one in five rename_widget calls fails on
 purpose, plus some page and status reads); then, with the load still running, evaluates EVERY
 dashboard panel and variable query (check_dashboards.py) and requires data from each; and checks
@@ -24,7 +26,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,35 +36,83 @@ import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # check_dashboards; testsupport/ at the repository root
 import check_dashboards  # noqa: E402
 
+from testsupport import free_port, read_env_file  # noqa: E402
 
-def env_file_values(path: Path) -> dict:
-    out = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                k, v = line.split("=", 1)
-                out[k.strip()] = v.strip().strip('"').strip("'")
-    return out
+TOKEN: list[str] = []  # the API's bearer token, made by main() with manage.py api_token
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def auth_headers() -> dict:
+    return {"Authorization": f"Bearer {TOKEN[0]}"} if TOKEN else {}
+
+
+def compose_exec(env_file: Path, broker: str, *argv: str, timeout: float = 120) -> str:
+    """Run a command in the stack's web container (tools/compose.sh exec -T web ...)."""
+    env = {**os.environ, "ENV_FILE": str(env_file), "COMPOSE_SH_QUIET": "1"}
+    if broker == "rabbitmq":
+        env["BROKER"] = "rabbitmq"
+    proc = subprocess.run([str(HERE.parent / "tools" / "compose.sh"), "exec", "-T", "web", *argv],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"compose exec web {' '.join(argv)}: {proc.stderr.strip()[-500:]}")
+    return proc.stdout
+
+
+class WebMetricsRelay(threading.Thread):
+    """web serves /metrics on :9100 inside the stack only (not published); this loopback server
+    answers each scrape with the latest page a `compose exec web` read there. The reads run in
+    a loop of their own: one can take longer than Prometheus's 5 s scrape timeout on a busy
+    machine, and a scrape that waited for it would time out and leave the web panels empty."""
+
+    def __init__(self, env_file: Path, broker: str):
+        super().__init__(daemon=True)
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        fetch = ("import sys, urllib.request; "
+                 "sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:9100/metrics', timeout=10).read().decode())")
+        latest = {"data": b"no read of web's /metrics yet", "status": 502}
+
+        def read_forever():
+            while True:
+                try:
+                    latest.update(data=compose_exec(env_file, broker, "python", "-c", fetch, timeout=30).encode(),
+                                  status=200)
+                except Exception as exc:  # the scrape shows the error
+                    latest.update(data=str(exc).encode(), status=502)
+                time.sleep(2)
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                data, status = latest["data"], latest["status"]
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_args):
+                pass
+
+        self.reader = threading.Thread(target=read_forever, daemon=True)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.target = f"127.0.0.1:{self.server.server_address[1]}"
+
+    def run(self):
+        self.reader.start()
+        self.server.serve_forever()
 
 
 def get(url, timeout=10):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
+    req = urllib.request.Request(url, headers=auth_headers() if "/api/" in url else {})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
         return r.status, r.read()
 
 
 def post_json(url, body):
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", **auth_headers()})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, json.loads(r.read() or b"{}")
@@ -112,18 +161,34 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--env-file", type=Path, default=Path(os.environ.get("ENV_FILE", HERE.parent / ".env")))
     ap.add_argument("--web"), ap.add_argument("--exporter"), ap.add_argument("--queue-metrics")
+    ap.add_argument("--web-metrics", help="host:port of web's /metrics (default: relayed from :9100 "
+                    "inside the stack, which is not published)")
     ap.add_argument("--broker", default=os.environ.get("BROKER", "redis"), choices=["redis", "rabbitmq"])
     ap.add_argument("--seconds", type=int, default=150, help="load before the queries are checked (>= 90)")
     ap.add_argument("--prometheus-bin", default=shutil.which("prometheus") or "prometheus")
     args = ap.parse_args(argv)
 
-    env = env_file_values(args.env_file)
+    env = read_env_file(args.env_file) if args.env_file.is_file() else {}
     host = env.get("BIND_ADDRESS", "127.0.0.1")
     web = args.web or f"http://{host}:{env.get('WEB_PORT', '8000')}"
     exporter = args.exporter or f"{host}:{env.get('EXPORTER_PORT', '9808')}"
     queue_metrics = args.queue_metrics or f"{host}:{env.get('QUEUE_METRICS_PORT', '9809')}"
     strip = lambda u: u.split("://", 1)[-1].rstrip("/")  # noqa: E731
-    web_target = strip(web)
+    if args.web_metrics:
+        web_target = strip(args.web_metrics)
+    else:
+        relay = WebMetricsRelay(args.env_file, args.broker)
+        relay.start()
+        web_target = relay.target
+    # The API needs a token: make one for this run, as an operator would.
+    try:
+        out = compose_exec(args.env_file, args.broker, "python", "manage.py", "api_token", "create",
+                           "--name", f"stack-check-{int(time.time())}",
+                           "--tasks", "add,mul,xsum,long_job,rename_widget")
+        TOKEN.append(out.strip().splitlines()[-1])
+    except Exception as exc:
+        print(f"stack_check: could not create an API token: {exc}")
+        return 2
 
     for name, url in (("web", f"http://{web_target}/metrics"), ("celery-exporter", f"http://{strip(exporter)}/metrics"),
                       ("celery-stack-metrics", f"http://{strip(queue_metrics)}/metrics")):

@@ -151,6 +151,13 @@ def overview():
     L.add(table("Top failing tasks in range",
                 f"topk(10, sum by (name, queue_name, exception) (increase(celery_task_failed_total{{{Q}}}[$__range])))",
                 description="Failures per task and exception class over the dashboard's time range."), 12, 8)
+    L.add(timeseries("Internal errors per pool and reason (task-internal-error)",
+                     ("sum by (pool, reason) (increase(celery_task_internal_errors_total[$__rate_interval]))", "{{pool}} {{reason}}"),
+                     description="Errors outside the task body, from the worker's task-internal-error events "
+                                 "(celery-stack-metrics). result_not_recorded: the result could not be written because "
+                                 "the database was unreachable; the task was requeued and the worker paused consuming "
+                                 "until the database answered. internal: any other error outside the task body; the "
+                                 "task may stay PENDING. Not filtered by queue. Every configured pool shows 0 when all is well."), 24, 8)
     L.row("Runtime")
     for q in ("0.50", "0.95", "0.99"):
         L.add(timeseries(f"Runtime p{int(float(q) * 100)} by queue",
@@ -159,6 +166,18 @@ def overview():
     L.add(timeseries("Runtime p95 by task",
                      (f"histogram_quantile(0.95, sum by (name, le) (rate(celery_task_runtime_bucket{{{Q}}}[$__rate_interval])))", "{{name}}"),
                      unit="s"), 24, 8)
+    L.row("Outbox and dead letters")
+    L.add(timeseries("Outbox: oldest unpublished task", ("max(celery_outbox_oldest_pending_age_seconds)", "oldest"),
+                     unit="s",
+                     description="Seconds since the oldest committed but unpublished outbox row was written (celery-stack-metrics, "
+                                 "from the app's database). beat's drain-outbox publishes every 10 s, so this stays near 0; "
+                                 "it climbs while the broker is unreachable or beat is down. CeleryOutboxNotRelayed: > 60 s for 3 m."), 8, 8)
+    L.add(timeseries("Outbox: unpublished tasks", ("max(celery_outbox_pending_tasks)", "pending"),
+                     description="Outbox rows waiting for the relay."), 8, 8)
+    L.add(timeseries("Dead letters per reason",
+                     ("sum by (reason) (celery_dead_letters) or on () vector(0)", "{{reason}}"),
+                     description="Rows of the dead-letter store per reason (0 while it is empty). "
+                                 "CeleryDeadLettersGrowing fires when a reason grew in the last 15 m."), 8, 8)
     return dashboard("celery-stack-overview", "Celery / Overview",
                      "Workers, throughput, failures and runtimes (celery-exporter + celery-stack-metrics).",
                      ["celery"], L,

@@ -35,9 +35,10 @@ step "schema and monitoring copies are current"
 python3 "$ROOT/helm/scripts/gen_schema.py" --check
 "$ROOT/helm/scripts/sync_monitoring.sh" --check
 
-# Value sets: chart defaults (plus the two URLs the chart requires), ci/*.yaml, k8s/values-*.yaml.
+# Value sets: chart defaults (plus the URLs and keys the chart requires under helm template),
+# ci/*.yaml, k8s/values-*.yaml.
 rm -rf "$OUT" && mkdir -p "$OUT/rendered"
-declare -A SETS=([defaults]="--set secrets.databaseUrl=postgres://app:pw@db:5432/app --set secrets.brokerUrl=redis://:pw@redis:6379/0")
+declare -A SETS=([defaults]="--set secrets.databaseUrl=postgres://app:pw@db:5432/app --set secrets.brokerUrl=redis://:pw@redis:6379/0 --set secrets.djangoSecretKey=not-a-real-key --set secrets.flowerBasicAuth=admin:pw")
 for f in "$CHART"/ci/*.yaml "$ROOT"/k8s/values-*.yaml; do
   [[ -e $f ]] && SETS[$(basename "$f" .yaml)]="-f $f"
 done

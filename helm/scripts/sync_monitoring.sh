@@ -3,6 +3,8 @@
 #   monitoring/prometheus/rules/*.yml        -> helm/celery-stack/files/prometheus/rules/
 #   monitoring/grafana/dashboards/*.json     -> helm/celery-stack/files/grafana/dashboards/
 # Stale copies are removed. With --check, changes nothing and exits 1 on any drift.
+# Not copied: celery-stack-pools.yml (the per-queue thresholds of pools.yaml): the chart
+# renders its own from workers.pools (templates/prometheusrule.yaml).
 # Helm cannot read files outside the chart directory, hence the copy.
 set -euo pipefail
 
@@ -22,7 +24,8 @@ for pair in "${PAIRS[@]}"; do
   dst_dir=$FILES/$dst
   mkdir -p "$dst_dir"
   shopt -s nullglob
-  sources=("$src_dir"/*."$ext")
+  sources=()
+  for f in "$src_dir"/*."$ext"; do [[ $(basename "$f") == celery-stack-pools.yml ]] || sources+=("$f"); done
   copies=("$dst_dir"/*."$ext")
   shopt -u nullglob
   for f in "${sources[@]}"; do

@@ -19,9 +19,11 @@ HELM = os.environ.get("HELM") or str(ROOT / "build/tools/helm/bin/helm")
 if not pathlib.Path(HELM).exists():
     HELM = shutil.which("helm") or HELM
 
-# The chart requires the two external URLs unless told otherwise.
+# The chart requires the two external URLs unless told otherwise, and under `helm template`
+# the keys it would otherwise generate.
 CREDS = {"secrets.databaseUrl": "postgres://app:s3cr3t-db@db:5432/app",
-         "secrets.brokerUrl": "redis://:s3cr3t-broker@redis:6379/0"}
+         "secrets.brokerUrl": "redis://:s3cr3t-broker@redis:6379/0",
+         "secrets.djangoSecretKey": "s3cr3t-django-key-" + "k9Xq2vLm7RtY4wZp8Hn3Bc6Jf1Ds5Ga0", "secrets.flowerBasicAuth": "admin:s3cr3t-flower"}
 
 
 class Rendered(list):

@@ -7,6 +7,9 @@ import yaml
 from conftest import CHART, ROOT, render
 
 RULE_FILES = sorted((CHART / "files/prometheus/rules").glob("*.yml"))
+# Rendered from workers.pools, not copied: for the default pools it must equal what
+# tools/gen_pools.py writes for pools.yaml.
+POOL_THRESHOLDS = ROOT / "monitoring/prometheus/rules/celery-stack-pools.yml"
 DASHBOARDS = sorted((CHART / "files/grafana/dashboards").glob("*.json"))
 MONITORING = {"monitoring.serviceMonitor.enabled": True, "monitoring.prometheusRule.enabled": True,
               "monitoring.grafanaDashboards.enabled": True}
@@ -25,7 +28,7 @@ def test_monitoring_off_by_default(default_docs):
 def test_service_monitors_scrape_web_and_both_exporters():
     docs = render(set_values=MONITORING)
     ports = {sm["metadata"]["name"]: [e["port"] for e in sm["spec"]["endpoints"]] for sm in docs.of("ServiceMonitor")}
-    assert ports == {"rel-celery-stack-web": ["http"], "rel-celery-stack-exporter": ["exporter", "queue-metrics"]}
+    assert ports == {"rel-celery-stack-web": ["metrics"], "rel-celery-stack-exporter": ["exporter", "queue-metrics"]}
     svc = docs.get("Service", "rel-celery-stack-exporter")
     assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"exporter": 9808, "queue-metrics": 9809}
 
@@ -34,6 +37,7 @@ def test_one_prometheusrule_per_rules_file():
     docs = render(set_values=MONITORING)
     rules = docs.of("PrometheusRule")
     with_groups = [f for f in RULE_FILES if (yaml.safe_load(f.read_text()) or {}).get("groups")]
+    with_groups = sorted([*with_groups, POOL_THRESHOLDS], key=lambda f: f.name)
     assert len(rules) == len(with_groups)
     for f, rule in zip(with_groups, sorted(rules, key=lambda r: r["metadata"]["name"]), strict=True):
         assert rule["spec"]["groups"] == yaml.safe_load(f.read_text())["groups"]

@@ -30,7 +30,7 @@ def render_notes(tmp_path, *args):
 def test_notes_defaults(tmp_path):
     args = [a for k, v in CREDS.items() for a in ("--set", f"{k}={v}")]
     notes = render_notes(tmp_path, *args)
-    assert "default: queues=default concurrency=2 limits=300/360s grace=420s 1 fixed replica(s)" in notes
+    assert "default: queues=default concurrency=2 limits=300/360s grace=390s 1 fixed replica(s)" in notes
     assert "helm test rel -n demo --logs" in notes
 
 

@@ -53,8 +53,8 @@ def test_chart_secret_holds_credentials(default_docs):
     data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
     assert data["DATABASE_URL"] == CREDS["secrets.databaseUrl"]
     assert data["CELERY_BROKER_URL"] == CREDS["secrets.brokerUrl"]
-    assert len(data["DJANGO_SECRET_KEY"]) == 50
-    assert data["FLOWER_BASIC_AUTH"].startswith("admin:")
+    assert data["DJANGO_SECRET_KEY"] == CREDS["secrets.djangoSecretKey"]
+    assert data["FLOWER_BASIC_AUTH"] == CREDS["secrets.flowerBasicAuth"]
 
 
 def test_existing_secret_is_used_and_none_created():
@@ -67,7 +67,8 @@ def test_existing_secret_is_used_and_none_created():
 
 
 def test_required_urls_fail_with_a_clear_message():
-    err = render_error(creds=False)
+    keys = {k: CREDS[k] for k in ("secrets.djangoSecretKey", "secrets.flowerBasicAuth")}
+    err = render_error(creds=False, set_values=keys)
     assert "secrets.databaseUrl is required (or set secrets.existingSecret" in err
 
 
@@ -101,7 +102,8 @@ def test_topology_spread_on_workers(default_docs):
 
 
 def test_network_policies_deny_by_default_then_open_ports():
-    docs = render(set_values={"networkPolicy.enabled": True})
+    prometheus = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    docs = render(set_values={"networkPolicy.enabled": True, "networkPolicy.metricsFrom": prometheus})
     names = docs.names("NetworkPolicy")
     assert "rel-celery-stack-default-deny" in names
     deny = docs.get("NetworkPolicy", "rel-celery-stack-default-deny")
@@ -119,7 +121,7 @@ def test_network_policies_deny_by_default_then_open_ports():
     ({"workers.pools.default.pool": "processes"}, "value must be one of 'prefork', 'threads', 'solo', 'gevent', 'eventlet'"),
     ({"workers.pools.default.autoscaling.keda.trigger": "rabbitmq"}, "value must be one of 'prometheus', 'redis'"),
     ({"workers.pools.default.timeLimt": 10}, "additional properties 'timeLimt' not allowed"),
-    ({"image.digest": "abc"}, "/image/digest"),
+    ({"web.image.digest": "abc"}, "/web/image/digest"),
     ({"secrets.flowerBasicAuth": "nopassword"}, "/secrets/flowerBasicAuth"),
     ({"web.readinessProbe.periodSeconds": 0}, "/web/readinessProbe/periodSeconds"),
     ({"monitoring.serviceMonitor.interval": "30"}, "/monitoring/serviceMonitor/interval"),

@@ -73,9 +73,13 @@ def test_soft_limit_must_be_below_hard_limit():
     assert "softTimeLimit (400) must be lower than timeLimit (360)" in err
 
 
-def test_visibility_timeout_must_cover_limits_and_countdown():
-    err = render_error(set_values={"config.brokerVisibilityTimeout": 1000})
-    assert "config.brokerVisibilityTimeout (1000) must exceed" in err
+def test_visibility_timeout_if_set_must_cover_every_time_limit():
+    err = render_error(set_values={"config.brokerVisibilityTimeout": 300})
+    assert "config.brokerVisibilityTimeout (300) must exceed workers.pools.default.timeLimit" in err
+
+
+def test_visibility_timeout_unset_is_left_to_each_pool():
+    assert "CELERY_BROKER_VISIBILITY_TIMEOUT" not in json.dumps(list(render()))
 
 
 @pytest.mark.parametrize("limit,per_child,ok", [
@@ -108,7 +112,7 @@ def test_adding_a_pool_is_one_map_entry():
     assert env["CELERY_WORKER_QUEUES"]["value"] == "reports,exports"
     # Unset keys come from poolDefaults.
     assert env["CELERY_TASK_TIME_LIMIT"]["value"] == "360"
-    assert pod_spec(dep)["terminationGracePeriodSeconds"] == 420
+    assert pod_spec(dep)["terminationGracePeriodSeconds"] == 390  # timeLimit + 30: derived, never set
     assert c["resources"]["limits"]["memory"] == "1Gi"
     pools = json.loads(env_of(pod_spec(docs.get("Deployment", "rel-celery-stack-exporter"))["containers"][1])["METRICS_POOLS"]["value"])
     assert pools["reports"] == {"queues": ["reports", "exports"], "concurrency": 1}
@@ -147,6 +151,15 @@ def test_exporter_single_replica_two_containers_pools_from_values(default_docs):
     }
 
 
+def test_queue_metrics_reads_the_database_unless_turned_off(default_docs):
+    metrics = pod_spec(default_docs.get("Deployment", "rel-celery-stack-exporter"))["containers"][1]
+    assert env_of(metrics)["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "DATABASE_URL"
+    off = render(set_values={"exporter.queueMetrics.databaseGauges": False})
+    metrics = pod_spec(off.get("Deployment", "rel-celery-stack-exporter"))["containers"][1]
+    assert "DATABASE_URL" not in env_of(metrics)
+    assert "CELERY_BROKER_URL" in env_of(metrics)
+
+
 # ---------------------------------------------------------------- web, flower
 
 def test_web_probes(default_docs):
@@ -176,8 +189,8 @@ def test_migrations_hook_by_default(default_docs):
     c = pod_spec(job)["containers"][0]
     assert c["args"] == ["bin/migrate"]
     assert c["image"].endswith("/celery-stack-web:0.1.0")
-    # The pre-install hook runs before the chart's Secret would exist: it is an earlier hook.
-    secret = default_docs.get("Secret", "rel-celery-stack")
+    # The pre-install hook runs before the chart's Secret exists: it reads an earlier hook's copy.
+    secret = default_docs.get("Secret", "rel-celery-stack-migrate")
     assert secret["metadata"]["annotations"]["helm.sh/hook-weight"] == "-10"
 
 
@@ -186,7 +199,7 @@ def test_migrations_without_hooks_for_gitops():
     [job] = docs.of("Job")
     assert job["metadata"]["name"].startswith("rel-celery-stack-migrate-")
     assert "helm.sh/hook" not in job["metadata"]["annotations"]
-    assert "annotations" not in docs.get("Secret", "rel-celery-stack")["metadata"]
+    assert docs.names("Secret") == ["rel-celery-stack"]
     other = render(set_values={"migrations.useHelmHooks": False, "image.tag": "9.9.9"})
     assert other.of("Job")[0]["metadata"]["name"] != job["metadata"]["name"]
 
@@ -203,7 +216,10 @@ def test_app_pods_wait_for_migrations(docs):
     for dep in docs.of("Deployment"):
         component = dep["metadata"]["labels"]["app.kubernetes.io/component"]
         inits = [c["name"] for c in pod_spec(dep).get("initContainers", [])]
-        assert inits == (["wait-for-migrations"] if component in ("web", "worker", "beat") else []), dep["metadata"]["name"]
+        expected = ["wait-for-migrations"] if component in ("web", "worker", "beat") else []
+        # First, before the component's own initContainers (ci/pod-extras-values.yaml).
+        assert [n for n in inits if n == "wait-for-migrations"] == expected, dep["metadata"]["name"]
+        assert inits[:len(expected)] == expected, dep["metadata"]["name"]
     init = pod_spec(docs.get("Deployment", "rel-celery-stack-beat"))["initContainers"][0]
     assert "manage.py migrate --check" in init["args"][-1]
 
@@ -213,4 +229,4 @@ def test_in_chart_postgres_runs_migrations_as_a_plain_job():
     docs = render(CHART / "ci" / "in-chart-data-values.yaml", creds=False)
     [job] = docs.of("Job")
     assert "helm.sh/hook" not in job["metadata"]["annotations"]
-    assert "annotations" not in docs.get("Secret", "rel-celery-stack")["metadata"]
+    assert docs.names("Secret") == ["rel-celery-stack"]

@@ -35,6 +35,8 @@ BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 VENV_BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "services" / "metrics" / "src"))  # the engine client, for 4-5
+sys.path.insert(0, str(ROOT))  # testsupport/: free ports, polling, the env file
+from testsupport import free_port, read_env_file, wait_for  # noqa: E402
 
 # What the stack changes, set back to Celery's own defaults (reference.md (d); Celery 5.x docs).
 # Time limits stay: the app refuses to start a worker without them, and they cost nothing per task.
@@ -58,22 +60,6 @@ POOLS = {  # the Compose values of each pool
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(pred, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"{what}: not within {timeout}s")
 
 
 def pct(values, q):
@@ -281,11 +267,18 @@ class Host:
         self.reset()
         port = free_port()
         out = open(self.tmp / "gunicorn.log", "w")
+        # The API needs a token; the rate limits would cap the throughput this measures.
+        from jobs.models import ApiToken
+
+        ApiToken.objects.filter(name="bench").delete()
+        _, token = ApiToken.issue("bench", ["add"])
         web = subprocess.Popen(
             [VENV_BIN / "gunicorn", "config.wsgi:application", "--config", "python:config.gunicorn",
              "--bind", f"127.0.0.1:{port}"],
-            cwd=APP, env={**os.environ}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=APP, env={**os.environ, "RATELIMIT_ENABLE": "false", "METRICS_PORT": "0"},
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
+        os.environ["BENCH_API_TOKEN"] = token  # post.lua reads it
         self.procs.append(web)
         url = f"http://127.0.0.1:{port}"
         try:
@@ -567,18 +560,14 @@ def footprint(env) -> dict:
 
 
 def stack_part(n: int, task_seconds: float) -> dict:
-    env = {}
-    for line in Path(os.environ["ENV_FILE"]).read_text().splitlines():
-        if "=" in line and not line.startswith("#"):
-            k, _, v = line.partition("=")
-            env[k.strip()] = v.strip()
+    env = read_env_file(os.environ["ENV_FILE"])
     out = {"environment": "Compose stack under " + os.environ.get("DOCKER_HOST", "?") + ", 2 CPUs shared"}
     log("4. autoscaling: off (autoscaler stopped, worker-default at its 1 replica)")
     compose("stop", "autoscaler")
     off = burst(env, "off", n, task_seconds, limit=900)
     log(f"  off: drained in {off['drain_seconds']}s")
     compose("start", "autoscaler")
-    wait_for(lambda: _http_ok(f"http://127.0.0.1:{env['AUTOSCALER_PORT']}/healthz"), 60, "autoscaler healthy", 1)
+    wait_for(lambda: _http_ok(f"http://127.0.0.1:{env['AUTOSCALER_PORT']}/healthz"), 60, "autoscaler healthy", interval=1)
     log("4. autoscaling: on")
     on = burst(env, "on", n, task_seconds, limit=900)
     log(f"  on: drained in {on['drain_seconds']}s, max {on['max_replicas']} replicas")
@@ -593,7 +582,7 @@ def stack_part(n: int, task_seconds: float) -> dict:
         "max_replicas": int(env.get("AUTOSCALE_MAX_REPLICAS", 4)),
     }
     log("5. footprint: wait for scale-in and idle")
-    wait_for(lambda: len(compose("ps", "-q", "worker-default").split()) == 1, 900, "back to 1 replica", 5)
+    wait_for(lambda: len(compose("ps", "-q", "worker-default").split()) == 1, 900, "back to 1 replica", interval=5)
     time.sleep(20)
     out["footprint"] = footprint(env)
     return out

@@ -1,12 +1,14 @@
 """What the tests of a running Compose stack share (tests/e2e, tests/autoscale): its env file, the
 published ports, the JSON API, tools/compose.sh, and polling.
 
-The run.sh scripts start the stack (tools/isolated-stack.sh) and put this directory on PYTHONPATH.
+The run.sh scripts start the stack (tools/isolated-stack.sh) and put this directory and the
+repository root (for testsupport/) on PYTHONPATH.
 Env: ENV_FILE (the stack's env file), COMPOSE_PROJECT_NAME.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -15,30 +17,41 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
+import testsupport
+from testsupport import read_env_file
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = str(ROOT / "tools" / "compose.sh")
-
-
-def read_env(path: str) -> dict[str, str]:
-    values = {}
-    for line in Path(path).read_text().splitlines():
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            values[key.strip()] = value.strip()
-    return values
-
-
-ENV = read_env(os.environ["ENV_FILE"])
+ENV = read_env_file(os.environ["ENV_FILE"])
 HOST = "127.0.0.1"
 WEB = f"http://{HOST}:{ENV.get('WEB_PORT', '8000')}"
 QUEUE_METRICS = f"http://{HOST}:{ENV.get('QUEUE_METRICS_PORT', '9809')}"
 
 
+_TOKEN: list[str] = []
+
+
+def api_token() -> str:
+    """A bearer token for this stack's API, created once per test run with the management
+    command, as an operator would (README: the first token)."""
+    if not _TOKEN:
+        out = compose(
+            "exec", "-T", "web", "python", "manage.py", "api_token", "create",
+            "--name", f"e2e-{os.getpid()}-{int(time.time())}",
+            "--tasks", "add,mul,xsum,count_widgets,rename_widget,long_job,notify_partner",
+            "--report",
+        )  # fmt: skip
+        _TOKEN.append(out.strip().splitlines()[-1])
+    return _TOKEN[0]
+
+
 def http(method: str, url: str, body=None, headers=None, timeout=30) -> tuple[int, bytes]:
+    """A request; calls to the web's /api/tasks and /api/workflows carry the bearer token."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    headers = dict(headers or {})
+    if url.startswith((f"{WEB}/api/tasks", f"{WEB}/api/workflows")):
+        headers.setdefault("Authorization", f"Bearer {api_token()}")
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     if data is not None:
         req.add_header("Content-Type", "application/json")
     try:
@@ -64,20 +77,8 @@ def task_status(task_id: str) -> dict:
     return json.loads(raw)
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
-    """Poll predicate() until it returns something truthy; fail with `what` after timeout."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except (OSError, urllib.error.URLError) as exc:  # a service restarting under us
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+# The stack's services may restart under a test: a refused or reset connection means "not yet".
+wait_for = functools.partial(testsupport.wait_for, interval=0.5, retry_on=(OSError,))
 
 
 def wait_success(task_id: str, timeout: float = 90) -> dict:

@@ -9,7 +9,8 @@
 #   5. the test kit's Podman      ${CE_STATE:-/tmp/ce-state}/podman.sock (tools/container-engine)
 # The compose client is `docker compose` (plugin), else a v2 `docker-compose`, else `podman compose`.
 #
-# Env: ENV_FILE (default .env), BROKER=rabbitmq (adds compose.rabbitmq.yaml),
+# Env: ENV_FILE (default .env), BROKER=rabbitmq (adds compose.rabbitmq.yaml, and rabbitmq.env
+#      after ENV_FILE: the broker URL every service reads),
 #      MONITORING=1 (adds compose.monitoring.yaml and the `monitoring` profile),
 #      AUTOSCALE=1 (adds compose.autoscale.yaml: the autoscaler, with the engine socket mounted),
 #      COMPOSE_PROJECT_NAME (default: celery-stack, from compose.yaml).
@@ -21,16 +22,9 @@ kit_state=${CE_STATE:-/tmp/ce-state}
 
 say() { [ -n "${COMPOSE_SH_QUIET:-}" ] || echo "compose.sh: $*" >&2; }
 
-answers() {  # $1 = unix socket path: does an engine API answer /_ping there?
+answers() {  # $1 = unix socket path: does an engine API answer /_ping there? (testsupport/)
     [ -S "$1" ] || return 1
-    python3 - "$1" <<'PY' 2>/dev/null
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(3)
-s.connect(sys.argv[1])
-s.sendall(b"GET /_ping HTTP/1.0\r\nHost: engine\r\n\r\n")
-sys.exit(0 if b" 200 " in s.recv(64) else 1)
-PY
+    PYTHONPATH="$root" python3 -m testsupport engine-answers "$1"
 }
 
 engine=docker
@@ -71,7 +65,15 @@ else
 fi
 
 files="-f $root/compose/compose.yaml"
-[ "${BROKER:-redis}" = rabbitmq ] && files="$files -f $root/compose/compose.rabbitmq.yaml"
+broker_env=
+case "${BROKER:-redis}" in
+    redis) ;;
+    rabbitmq)
+        # rabbitmq.env comes second: its CELERY_BROKER_URL replaces the one of ENV_FILE.
+        broker_env=$root/compose/rabbitmq.env
+        files="$files -f $root/compose/compose.rabbitmq.yaml" ;;
+    *) echo "compose.sh: BROKER=$BROKER: use redis (the default) or rabbitmq." >&2; exit 2 ;;
+esac
 if [ -n "${MONITORING:-}" ] && [ "${MONITORING}" != 0 ] && [ -f "$root/compose/compose.monitoring.yaml" ]; then
     files="$files -f $root/compose/compose.monitoring.yaml --profile monitoring"
 fi
@@ -93,4 +95,4 @@ CELERY_STACK_REVISION=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || ech
 export CELERY_STACK_REVISION
 say "$compose on $engine ($DOCKER_HOST)"
 # shellcheck disable=SC2086  # $compose and $files are word lists built above, without user input
-exec $compose --env-file "$env_file" $files "$@"
+exec $compose --env-file "$env_file" ${broker_env:+--env-file "$broker_env"} $files "$@"

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Sourced, not run, by the scripts that start their own copy of the Compose stack beside a
 # developer's: tests/e2e/run.sh, tests/autoscale/run.sh and bench/run.sh, from the repository
-# root. isolated_work exports ENV_FILE; the caller exports COMPOSE_PROJECT_NAME.
+# root (or from the scratch copy of isolated_readme_pool). isolated_work exports ENV_FILE; the caller exports COMPOSE_PROJECT_NAME.
 
 # isolated_work <name>: a scratch directory ($ISOLATED_WORK) holding the stack's env file.
 isolated_work() {
@@ -15,7 +15,20 @@ isolated_teardown() {
     rm -rf "$ISOLATED_WORK"
 }
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# isolated_readme_pool: README's "Adding a pool" applied to a scratch copy of the working tree
+# ($ISOLATED_WORK/repo): its pools.yaml entry (tests/e2e/add_readme_pool.py), then `make pools`.
+# Then it changes into the copy, so the stack the caller starts runs the third pool, `reports`.
+isolated_readme_pool() {
+    local copy=$ISOLATED_WORK/repo
+    mkdir -p "$copy"
+    git ls-files -z --cached --others --exclude-standard \
+        | tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C "$copy"
+    python3 tests/e2e/add_readme_pool.py "$copy" >&2
+    make --no-print-directory -C "$copy" pools >&2
+    cd "$copy" || return
+}
+
+free_port() { PYTHONPATH=. python3 -m testsupport free-port; }  # testsupport/, like the tests
 
 # isolated_env_file [image tag]: ENV_FILE gets generated secrets (tools/ensure-env.sh) and a free
 # loopback port for every published service, so it never clashes with `make up`. A tag of its

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # make autoscale-e2e: the Compose stack with the autoscaler (AUTOSCALE=1), a burst into `high`
 # and `default`, scale-out, drain, scale-in after the stabilisation window; no task lost, and a
-# task running on a replica being scaled in completes. Then `make down`.
+# task running on a replica being scaled in completes. Then a backlog in the third pool, which
+# README's "Adding a pool" added: it is scaled out and back in like the others. Then `make down`.
 #
 # Same approach as tests/e2e/run.sh (tools/isolated-stack.sh): its own Compose project, env file
 # and free ports (it never touches your .env or stack), the engine tools/compose.sh finds or the
 # Podman kit, everything removed on exit (AUTOSCALE_E2E_KEEP=1 keeps it). Short knobs so it
 # takes minutes, not the production 300 s window: polling 5 s, scale-down window 30 s, max 3 replicas.
+#
+# Three pools: like make e2e, the stack runs from a scratch copy of this working tree to which
+# README's "Adding a pool" was applied (its pools.yaml entry, then `make pools`;
+# tools/isolated-stack.sh). AUTOSCALE_E2E_THIRD_POOL=0 runs the repository's pools as they are.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -24,7 +29,8 @@ cleanup() {
     if [ "$rc" != 0 ] && [ -f "$ENV_FILE" ]; then
         say "FAILED (rc=$rc): state and recent logs"
         tools/compose.sh ps -a
-        tools/compose.sh logs --no-color --tail 30 autoscaler worker-default worker-high
+        # shellcheck disable=SC2046  # one word per worker service
+        tools/compose.sh logs --no-color --tail 30 autoscaler $(tools/compose.sh config --services | grep '^worker-')
     fi
     if [ "${AUTOSCALE_E2E_KEEP:-0}" = 1 ]; then
         say "AUTOSCALE_E2E_KEEP=1: left running (ENV_FILE=$ENV_FILE COMPOSE_PROJECT_NAME=$COMPOSE_PROJECT_NAME AUTOSCALE=1)"
@@ -36,6 +42,10 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# ---- README "Adding a pool", applied to a scratch copy of the working tree -------------------
+export AUTOSCALE_E2E_THIRD_POOL=${AUTOSCALE_E2E_THIRD_POOL:-1}  # the test reads it too
+if [ "$AUTOSCALE_E2E_THIRD_POOL" = 1 ]; then isolated_readme_pool; fi
 
 # ---- env file (free ports, own image tag, short autoscaling knobs) and engine -------------------
 isolated_env_file autoscale-e2e
@@ -53,7 +63,7 @@ timeout 1500 make --no-print-directory images >"$ISOLATED_WORK/images.log" 2>&1 
 say "make up (AUTOSCALE=1)"
 timeout 420 make --no-print-directory up >"$ISOLATED_WORK/up.log" 2>&1 || { tail -30 "$ISOLATED_WORK/up.log"; exit 1; }
 say "stack healthy; running tests/autoscale"
-PYTHONPATH=tests timeout 900 uv run -q --no-project --with pytest==9.2.0 --with pytest-timeout==2.4.0 --with prometheus-client==0.21.1 \
+PYTHONPATH=tests:. timeout 900 uv run -q --no-project --with pytest==9.2.0 --with pytest-timeout==2.4.0 --with prometheus-client==0.21.1 \
     pytest tests/autoscale -v -p no:cacheprovider --timeout 600
 timeout 300 make --no-print-directory down V=1 >/dev/null 2>&1
 left=$(tools/compose.sh ps -a -q | wc -l)

@@ -4,7 +4,11 @@ Real images, real Redis/Postgres, real workers, the real companion and the real 
 driving the engine (Podman or Docker) through its socket. Knobs come from the env file:
 polling 5 s, max 3, scale-down window 30 s, -100 % per period.
 
-Env: ENV_FILE (ports and knobs), COMPOSE_PROJECT_NAME, AUTOSCALE=1 (for tools/compose.sh).
+The stack runs three pools: run.sh applied README's "Adding a pool" (`reports`) to the copy it
+starts, and the last test checks that the autoscaler scales that pool with nothing added by hand.
+
+Env: ENV_FILE (ports and knobs), COMPOSE_PROJECT_NAME, AUTOSCALE=1 (for tools/compose.sh),
+AUTOSCALE_E2E_THIRD_POOL (0: the stack runs without README's pool; its test is skipped).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stack import ENV, QUEUE_METRICS, compose, task_status, wait_for
@@ -26,6 +31,7 @@ POLL = float(ENV["AUTOSCALE_POLLING_INTERVAL"])
 WINDOW = float(ENV["AUTOSCALE_SCALE_DOWN_STABILIZATION_WINDOW"])
 MAX = int(ENV["AUTOSCALE_MAX_REPLICAS"])
 PROBE_QUEUE = "autoscale-probe"
+NEW_POOL = "reports"  # README's "Adding a pool", as tests/e2e/test_pools.py
 
 
 def django(code: str) -> object:
@@ -191,3 +197,52 @@ def test_burst_scales_out_drains_and_scales_in_without_losing_or_killing_a_task(
         if ln["message"] == "replica removed":
             assert ln["exit_code"] == 0, ln
     assert set(states([*burst, probe_id]).values()) == {"SUCCESS"}
+
+
+@pytest.mark.skipif(os.environ.get("AUTOSCALE_E2E_THIRD_POOL", "1") == "0",
+                    reason="AUTOSCALE_E2E_THIRD_POOL=0: the stack runs without README's pool")
+def test_a_pool_added_as_the_readme_says_is_scaled_out_and_back_in():
+    """README's third pool got here through its pools.yaml entry and `make pools` only. A backlog
+    in its queue raises its desired and actual replicas above 1 and its live workers follow;
+    drained, it goes back to one replica, every removed replica stopping cleanly."""
+    scaler, service = AUTOSCALER + "/metrics", f"worker-{NEW_POOL}"
+    wait_for(lambda: metric(scaler, "celery_stack_autoscaler_actual_replicas", pool=NEW_POOL) == 1, 60,
+             f"the autoscaler to report {NEW_POOL}: 1 replica")
+    assert len(replica_names(service)) == 1
+    ups, downs = decisions(NEW_POOL, "up"), decisions(NEW_POOL, "down")
+
+    # 15 x 8 s on one process (concurrency 1): two minutes of work for a single replica, far
+    # more than a scale-out takes. The queue is named, not a Queue object: every process
+    # declares it (CELERY_TASK_QUEUES, generated from pools.yaml).
+    ids = django(
+        "import json; from jobs.tasks import long_job; "
+        f"print(json.dumps([long_job.apply_async(kwargs={{'seconds': 8, 'steps': 4}}, queue='{NEW_POOL}').id "
+        "for _ in range(15)]))"
+    )
+    wait_for(lambda: (metric(scaler, "celery_stack_autoscaler_desired_replicas", pool=NEW_POOL) or 0) > 1,
+             POLL * 3 + 10, f"{NEW_POOL}: desired replicas above 1")
+    wait_for(lambda: metric(scaler, "celery_stack_autoscaler_actual_replicas", pool=NEW_POOL) == MAX, 60,
+             f"{NEW_POOL}: {MAX} replicas for the autoscaler")
+    assert decisions(NEW_POOL, "up") > ups
+    # The clones are workers of the pool, consuming its queue: the companion counts them.
+    wait_for(lambda: metric(QUEUE_METRICS, "celery_pool_workers", pool=NEW_POOL) == MAX, 90,
+             f"{NEW_POOL}: {MAX} live workers")
+    assert len(replica_names(service)) == MAX
+
+    # ---- drain: every task succeeds, in the new pool, on more than one of its replicas
+    wait_for(lambda: set(states(ids).values()) == {"SUCCESS"}, 240, f"every {NEW_POOL} task SUCCESS", interval=2)
+    workers = {task_status(tid)["result"]["worker"] for tid in ids}
+    assert all(w.startswith(f"{NEW_POOL}@") for w in workers), workers
+    assert len(workers) > 1, workers
+
+    # ---- scale-in after the stabilisation window, back to the one replica `make up` started
+    wait_for(lambda: decisions(NEW_POOL, "down") > downs, WINDOW + 60, f"{NEW_POOL} scale-in")
+    wait_for(lambda: len(replica_names(service)) == 1, 120, f"{service}: back to 1 replica")
+    assert metric(scaler, "celery_stack_autoscaler_actual_replicas", pool=NEW_POOL) == 1
+    assert metric(scaler, "celery_stack_autoscaler_desired_replicas", pool=NEW_POOL) == 1
+    wait_for(lambda: metric(QUEUE_METRICS, "celery_pool_workers", pool=NEW_POOL) == 1, 60,
+             f"{NEW_POOL}: 1 live worker")
+    removed = [ln for ln in autoscaler_logs() if ln["message"] == "replica removed"
+               and ln["container"].startswith(f"{os.environ['COMPOSE_PROJECT_NAME']}-{service}-")]
+    assert len(removed) == MAX - 1, removed
+    assert all(ln["exit_code"] == 0 for ln in removed), removed

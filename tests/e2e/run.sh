@@ -12,7 +12,12 @@
 # Env: E2E_BROKERS (default "redis rabbitmq": the whole test once per broker; the RabbitMQ run
 #      uses compose.rabbitmq.yaml), E2E_PROJECT (default celery-stack-e2e),
 #      E2E_WARM=1 (also time a warm `make up`), E2E_KEEP=1 (leave the stack running to debug),
-#      E2E_STOP_ENGINE=1 (stop the Podman API service if this run started it).
+#      E2E_STOP_ENGINE=1 (stop the Podman API service if this run started it),
+#      E2E_THIRD_POOL=0 (run the repository's pools as they are, without README's `reports`).
+#
+# Three pools: the stack runs from a scratch copy of this working tree to which README's
+# "Adding a pool" was applied (its pools.yaml entry, then `make pools`), and
+# tests/e2e/test_pools.py checks the new pool end to end.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -57,6 +62,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# ---- 0. README "Adding a pool", applied to a scratch copy of the working tree -------------------
+# (tools/isolated-stack.sh; make autoscale-e2e does the same.)
+if [ "${E2E_THIRD_POOL:-1}" = 1 ]; then isolated_readme_pool; fi
+
 # ---- 1. env file and container engine (tools/isolated-stack.sh) -------------------------------------
 isolated_env_file e2e
 standins="python redis postgres"
@@ -70,7 +79,7 @@ timed "make images" timeout 1500 make --no-print-directory images
 for broker in $brokers; do
     export BROKER=$broker  # tools/compose.sh adds compose.rabbitmq.yaml; the test reads it too
     timed "make up ($broker, new volumes)" timeout 420 make --no-print-directory up
-    timed "pytest tests/e2e ($broker)" env PYTHONPATH=tests timeout 900 uv run -q --no-project \
+    timed "pytest tests/e2e ($broker)" env PYTHONPATH=tests:. timeout 900 uv run -q --no-project \
         --with pytest==9.2.0 --with pytest-timeout==2.4.0 \
         pytest tests/e2e -v -p no:cacheprovider --timeout 300
     # Grafana cannot run here: a real Prometheus scrapes this stack under load, and every

@@ -95,6 +95,36 @@ def test_flower_requires_basic_auth():
     assert {"default", "high"} <= pools, pools
 
 
+def test_flower_metrics_require_basic_auth():
+    assert http("GET", f"{FLOWER}/metrics")[0] == 401
+    status, raw = http("GET", f"{FLOWER}/metrics", headers={"Authorization": FLOWER_AUTH})
+    assert status == 200 and b"flower_" in raw
+    assert http("GET", f"{FLOWER}/healthcheck")[0] == 200  # the container health check
+
+
+def test_web_metrics_are_not_on_the_public_port():
+    assert http("GET", f"{WEB}/metrics")[0] == 404
+    # They are on :9100 inside the stack, for Prometheus (not published on the host).
+    out = compose(
+        "exec", "-T", "web", "python", "-c",
+        "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9100/metrics').read().decode())",
+    )  # fmt: skip
+    assert "gunicorn_workers" in out
+
+
+def test_api_refuses_anonymous_callers():
+    status, raw = http("POST", f"{WEB}/api/tasks/add", {"args": [1, 2]}, headers={"Authorization": "Bearer nope"})
+    assert status == 401, raw
+
+
+def test_redis_has_a_maxmemory_below_its_limit():
+    # Redis runs on both brokers: on RabbitMQ it keeps the web's rate limits.
+    out = compose("exec", "-T", "redis", "redis-cli", "config", "get", "maxmemory*")
+    values = out.split()
+    assert values[values.index("maxmemory") + 1] == str(400 * 1024 * 1024), out
+    assert values[values.index("maxmemory-policy") + 1] == "noeviction", out
+
+
 def test_exporter_reports_queues_and_workers():
     def scrape():
         status, raw = http("GET", f"{EXPORTER}/metrics")

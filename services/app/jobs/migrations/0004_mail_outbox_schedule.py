@@ -1,30 +1,8 @@
 """Beat publishes the mail outbox's leftovers (jobs/outbox.py) every 10 s; editable in the admin."""
 
-import json
-
 from django.db import migrations
 
-NAME = "drain-mail-outbox"
-
-
-def create_schedule(apps, schema_editor):
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-    interval, _ = IntervalSchedule.objects.get_or_create(every=10, period="seconds")
-    PeriodicTask.objects.update_or_create(
-        name=NAME,
-        defaults={
-            "task": "jobs.outbox.drain_mail_outbox",
-            "queue": "high",
-            "expire_seconds": 10,  # a missed run is replaced by the next one
-            "kwargs": json.dumps({}),
-            "interval": interval,
-        },
-    )
-
-
-def delete_schedule(apps, schema_editor):
-    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name=NAME).delete()
+from config.periodic import every_seconds
 
 
 class Migration(migrations.Migration):
@@ -33,4 +11,4 @@ class Migration(migrations.Migration):
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
 
-    operations = [migrations.RunPython(create_schedule, delete_schedule)]
+    operations = [every_seconds("drain-mail-outbox", "jobs.outbox.drain_mail_outbox", "high", 10)]

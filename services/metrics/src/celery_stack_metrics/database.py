@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import errors
 
+from .logs import poll_failed
+
 log = logging.getLogger("celery_stack_metrics")
 
 # now() - min(created_at) on the database's clock: no skew between hosts. 0 when nothing waits.
@@ -91,12 +93,7 @@ def poll_loop(poller: DatabasePoller, snap: DatabaseSnapshot, interval: float, s
             with snap.lock:
                 snap.ok, snap.sample = False, DatabaseSample()
                 snap.last_error = f"{type(exc).__name__}: {exc}"
-            backoff = min(max(interval, 1.0) * 2 ** min(failures - 1, 5), 60.0)
-            log.error(
-                "database poll failed; retrying",
-                extra={"error": snap.last_error, "failures": failures, "retry_in_seconds": backoff},
-            )
-            stop.wait(backoff)
+            stop.wait(poll_failed(log, "database", snap.last_error, failures, interval))
             continue
         with snap.lock:
             if not snap.ok:

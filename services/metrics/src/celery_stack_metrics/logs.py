@@ -36,3 +36,14 @@ def setup(level: str = "INFO") -> None:
     # kombu/celery are chatty about reconnects; our own lines say what matters.
     for noisy in ("kombu", "celery", "amqp"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def poll_failed(log: logging.Logger, what: str, error: str, failures: int, interval: float) -> float:
+    """Log a failed poll; return how long to wait: doubling from the interval, at most 60 s, so
+    a dead dependency is neither hammered nor forgotten."""
+    backoff = min(max(interval, 1.0) * 2 ** min(failures - 1, 5), 60.0)
+    log.error(
+        f"{what} poll failed; retrying",
+        extra={"error": error, "failures": failures, "retry_in_seconds": backoff},
+    )
+    return backoff

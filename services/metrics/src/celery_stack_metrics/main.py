@@ -22,6 +22,7 @@ from .database import DatabasePoller, DatabaseSnapshot
 from .database import poll_loop as database_poll_loop
 from .envopts import describe
 from .events import EventReceiverThread, EventState
+from .logs import poll_failed
 
 log = logging.getLogger("celery_stack_metrics")
 
@@ -39,7 +40,6 @@ def make_app(settings: Settings) -> Celery:
 
 
 def poll_loop(settings: Settings, poller: BrokerPoller, snap: BrokerSnapshot, stop: threading.Event):
-    backoff = settings.poll_interval
     while not stop.is_set():
         started = time.monotonic()
         try:
@@ -51,12 +51,7 @@ def poll_loop(settings: Settings, poller: BrokerPoller, snap: BrokerSnapshot, st
                 snap.failures += 1
                 snap.last_error = f"{type(exc).__name__}: {exc}"
                 failures = snap.failures
-            backoff = min(max(settings.poll_interval, 1.0) * 2 ** min(failures - 1, 5), 60.0)
-            log.error(
-                "broker poll failed; retrying",
-                extra={"error": snap.last_error, "failures": failures, "retry_in_seconds": backoff},
-            )
-            stop.wait(backoff)
+            stop.wait(poll_failed(log, "broker", snap.last_error, failures, settings.poll_interval))
             continue
         with snap.lock:
             if not snap.ok:

@@ -425,6 +425,41 @@ imagePullSecrets:
 {{- end }}
 {{- end -}}
 
+{{/* The pod template of every Deployment (web, beat, flower, the exporter, each worker pool):
+     labels, annotations, ServiceAccount and security context, scheduling, grace period,
+     init containers, then the component's own containers, its sidecars and its volumes.
+     (dict "root" $ "component" <name> "values" <component or pool> ["pool" <name>]
+           "containers" <YAML list: the component's own containers>
+           ["wait" true: wait-for-migrations first] ["serviceAccountName" <name>]
+           ["extraAnnotations" <map>]) */}}
+{{- define "celery-stack.podTemplate" -}}
+{{- $root := .root -}}
+{{- $v := .values -}}
+{{- $ctx := pick . "root" "component" "values" "pool" -}}
+{{- $image := dict "root" $root "image" $v.image -}}
+metadata:
+  labels:
+    {{- include "celery-stack.podLabels" $ctx | nindent 4 }}
+    {{- /* A pool's podLabels over the global ones, key by key. */}}
+    {{- with merge (deepCopy ($v.podLabels | default dict)) (deepCopy $root.Values.podLabels) }}{{ toYaml . | nindent 4 }}{{ end }}
+  annotations:
+    {{- include "celery-stack.podAnnotations" (merge (dict "extra" .extraAnnotations) $ctx) | nindent 4 }}
+spec:
+  {{- include "celery-stack.podCommon" (dict "root" $root "serviceAccountName" .serviceAccountName) | nindent 2 }}
+  {{- include "celery-stack.scheduling" $ctx | trim | nindent 2 }}
+  {{- if not (kindIs "invalid" $v.terminationGracePeriodSeconds) }}
+  terminationGracePeriodSeconds: {{ $v.terminationGracePeriodSeconds }}
+  {{- end }}
+  {{- include "celery-stack.initContainers" (dict "root" $root "values" $v "wait" .wait "image" (include "celery-stack.image" $image) "pullPolicy" (include "celery-stack.pullPolicy" $image) "resources" $v.resources) | nindent 2 }}
+  containers:
+    {{- .containers | nindent 4 }}
+    {{- with $v.sidecars }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  volumes:
+    {{- include "celery-stack.volumes" $ctx | nindent 4 }}
+{{- end -}}
+
 {{/* A pool's ServiceAccount: its own (serviceAccount.create: the chart makes
      <fullname>-worker-<pool> unless named; or an existing serviceAccount.name), else the
      chart's. (dict "root" $ "pool" $pool) */}}

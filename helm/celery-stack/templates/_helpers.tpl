@@ -207,7 +207,9 @@ Returns JSON: use `include ... | fromJson`. */}}
 
 {{/* Per-queue alert thresholds of the enabled pools: the recording rules that
      tools/gen_pools.py writes to monitoring/prometheus/rules/celery-stack-pools.yml
-     for pools.yaml (a test compares the two). Returns YAML of the rule group. */}}
+     for pools.yaml (a test compares the two), plus the release's namespace, which the
+     alerts match on: two releases on one Prometheus each get their own thresholds.
+     Returns YAML of the rule group. */}}
 {{- define "celery-stack.thresholdRules" -}}
 {{- $records := list (list "queueDepth" "queue_name:celery_queue_depth:alert_threshold") (list "waitP95Seconds" "queue_name:celery_queue_wait_time_seconds:p95_alert_threshold") (list "oldestMessageSeconds" "queue_name:celery_queue_oldest_message_age_seconds:alert_threshold") -}}
 {{- $rules := list -}}
@@ -215,7 +217,7 @@ Returns JSON: use `include ... | fromJson`. */}}
 {{- range $name := include "celery-stack.enabledPools" $ | fromJsonArray -}}
 {{- $pool := include "celery-stack.pool" (dict "root" $ "name" $name) | fromJson -}}
 {{- range $queue := $pool.queues -}}
-{{- $rules = append $rules (dict "record" (index $r 1) "expr" (printf "vector(%v)" (get $pool.alerts (index $r 0))) "labels" (dict "pool" $name "queue_name" $queue "tier" $pool.alerts.tier)) -}}
+{{- $rules = append $rules (dict "record" (index $r 1) "expr" (printf "vector(%v)" (get $pool.alerts (index $r 0))) "labels" (dict "namespace" $.Release.Namespace "pool" $name "queue_name" $queue "tier" $pool.alerts.tier)) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

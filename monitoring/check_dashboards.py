@@ -10,7 +10,8 @@
 Structural checks: valid JSON; uid and title present, uids unique across files; panel ids unique
 (rows included); gridPos integers inside the 24-column grid without overlaps; a `datasource`
 variable, used by every panel, target and query variable; a `queue` variable on every dashboard
-whose queries filter by queue; every $variable used is defined; no query names a job.
+whose queries filter by queue; a `namespace` variable that every panel query filters by (two
+releases on one Prometheus never merge); every $variable used is defined; no query names a job.
 PromQL syntax goes through `promtool check rules` when promtool is on PATH.
 Standard library only.
 """
@@ -146,6 +147,12 @@ def structural(files: list[Path]) -> tuple[list[str], list[tuple[str, str, str]]
                 name = m.group(1) or m.group(2)
                 if name not in defined:
                     errors.append(f"{where_q}: undefined variable ${name}")
+        if "namespace" not in variables:
+            errors.append(f"{where}: needs a `namespace` variable (two releases on one Prometheus must not merge)")
+        else:
+            for e in panel_exprs:
+                if "$namespace" not in e:
+                    errors.append(f"{where}: query does not filter by $namespace: {e!r}")
         if any("queue_name" in e for e in panel_exprs) and "queue" not in variables:
             errors.append(f"{where}: queries filter by queue_name but there is no `queue` variable")
         _VARS[where] = {n: var_value(v) for n, v in variables.items() if n != "datasource"}
@@ -264,6 +271,10 @@ def self_test(src: Path) -> int:
         "no `queue` variable":
             (lambda d: d["templating"].__setitem__("list", [v for v in d["templating"]["list"] if v["name"] != "queue"])),
         "missing or invalid uid": set_(["uid"], ""),
+        "does not filter by $namespace":
+            (lambda d: panel(d, 0)["targets"][0].__setitem__("expr", 'max by (queue_name) (celery_queue_depth{queue_name=~"$queue"})')),
+        "needs a `namespace` variable":
+            (lambda d: d["templating"].__setitem__("list", [v for v in d["templating"]["list"] if v["name"] != "namespace"])),
     }
     base = json.loads((src / "celery-stack-queues.json").read_text())
     failed = 0

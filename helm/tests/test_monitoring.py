@@ -40,7 +40,32 @@ def test_one_prometheusrule_per_rules_file():
     with_groups = sorted([*with_groups, POOL_THRESHOLDS], key=lambda f: f.name)
     assert len(rules) == len(with_groups)
     for f, rule in zip(with_groups, sorted(rules, key=lambda r: r["metadata"]["name"]), strict=True):
-        assert rule["spec"]["groups"] == yaml.safe_load(f.read_text())["groups"]
+        expected = yaml.safe_load(f.read_text())["groups"]
+        if f == POOL_THRESHOLDS:  # the chart's thresholds also name the release's namespace
+            for r in (r for g in expected for r in g["rules"]):
+                r["labels"] = {"namespace": "demo", **r["labels"]}
+        assert rule["spec"]["groups"] == expected
+
+
+def series_of(rule):
+    return rule["record"], tuple(sorted(rule["labels"].items()))
+
+
+def test_two_releases_thresholds_stay_apart():
+    """The alerts match thresholds on (namespace, queue_name): each release's carry its namespace,
+    so two releases with the same pools on one Prometheus neither clash nor judge each other."""
+    def thresholds(namespace):
+        docs = render(set_values=MONITORING, namespace=namespace)
+        [rule] = [r for r in docs.of("PrometheusRule") if r["metadata"]["name"].endswith("-celery-stack-pools")]
+        return [r for g in rule["spec"]["groups"] for r in g["rules"]]
+    a, b = thresholds("team-a"), thresholds("team-b")
+    assert {r["labels"]["namespace"] for r in a} == {"team-a"}
+    assert {r["labels"]["namespace"] for r in b} == {"team-b"}
+    assert not {series_of(r) for r in a} & {series_of(r) for r in b}
+    alerts = yaml.safe_load((CHART / "files/prometheus/rules/celery-stack-alerts.yml").read_text())
+    for rule in (r for g in alerts["groups"] for r in g["rules"]):
+        if "alert_threshold" in rule["expr"]:
+            assert "on (queue_name)" not in rule["expr"] and "on (namespace, queue_name)" in rule["expr"], rule["alert"]
 
 
 def test_one_dashboard_configmap_per_dashboard_with_sidecar_label():

@@ -3,7 +3,9 @@
 
 Edit this file, run `python3 monitoring/grafana/generate_dashboards.py`, commit both.
 `make monitoring-check` fails if the JSON is out of date (`--check`).
-Every query goes through the `datasource` variable; no query names a job.
+Every query goes through the `datasource` variable; no query names a job. Every query filters
+by the `namespace` variable: two releases on one Prometheus (one per namespace) never merge;
+under Compose there is no namespace label and "All" (.*) matches its absence.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "dashboards"
 DS = {"type": "prometheus", "uid": "${datasource}"}
-Q = 'queue_name=~"$queue"'
-P = 'pool=~"$pool"'
-WEB_EXCLUDE = 'view!~"prometheus-django-metrics|healthz|readyz"'
+N = 'namespace=~"$namespace"'
+Q = f'{N}, queue_name=~"$queue"'
+P = f'{N}, pool=~"$pool"'
+WEB_EXCLUDE = f'{N}, view!~"prometheus-django-metrics|healthz|readyz"'
 
 
 class Layout:
@@ -99,11 +102,17 @@ def var_datasource():
 
 
 def var_query(name, label, metric, label_name):
+    """A multi-value variable with All (.*), which also matches series without the label."""
     q = f"label_values({metric}, {label_name})"
     return {"name": name, "label": label, "type": "query", "datasource": DS,
             "query": {"query": q, "refId": f"{name}-var"}, "definition": q,
             "multi": True, "includeAll": True, "allValue": ".*", "current": {}, "options": [],
             "refresh": 2, "sort": 1, "regex": "", "hide": 0}
+
+
+def var_namespace(metric):
+    """The release's namespace (chart); empty under Compose, where All (.*) is the only choice."""
+    return var_query("namespace", "Namespace", metric, "namespace")
 
 
 def dashboard(uid, title, description, tags, layout: Layout, variables):
@@ -120,23 +129,23 @@ def dashboard(uid, title, description, tags, layout: Layout, variables):
 def overview():
     L = Layout()
     L.row("Workers")
-    L.add(stat("Live workers", "sum(celery_pool_workers)", description="Workers whose heartbeat is recent (celery-stack-metrics)."), 4, 4)
-    L.add(stat("Active tasks", "sum(celery_pool_active_tasks)"), 4, 4)
+    L.add(stat("Live workers", f"sum(celery_pool_workers{{{N}}})", description="Workers whose heartbeat is recent (celery-stack-metrics)."), 4, 4)
+    L.add(stat("Active tasks", f"sum(celery_pool_active_tasks{{{N}}})"), 4, 4)
     L.add(stat("Tasks started in range", f"sum(increase(celery_task_started_total{{{Q}}}[$__range]))", decimals=0), 4, 4)
     L.add(stat("Failure ratio in range",
                f"sum(increase(celery_task_failed_total{{{Q}}}[$__range])) / "
                f"(sum(increase(celery_task_failed_total{{{Q}}}[$__range])) + sum(increase(celery_task_succeeded_total{{{Q}}}[$__range])))",
                unit="percentunit", thresholds=[(0.01, "orange"), (0.05, "red")]), 4, 4)
-    L.add(stat("Beat: last tick", "time() - max(celery_beat_last_tick_timestamp_seconds)", unit="s",
+    L.add(stat("Beat: last tick", f"time() - max(celery_beat_last_tick_timestamp_seconds{{{N}}})", unit="s",
                description="Seconds since beat sent jobs.tasks.beat_heartbeat (every 15 s).",
                thresholds=[(30, "orange"), (60, "red")], decimals=0), 4, 4)
-    L.add(stat("Oldest heartbeat", "max(time() - celery_worker_last_heartbeat_timestamp_seconds)", unit="s",
+    L.add(stat("Oldest heartbeat", f"max(time() - celery_worker_last_heartbeat_timestamp_seconds{{{N}}})", unit="s",
                thresholds=[(30, "orange"), (60, "red")], decimals=0), 4, 4)
-    L.add(timeseries("Worker heartbeat age", ("time() - celery_worker_last_heartbeat_timestamp_seconds", "{{worker}}"),
+    L.add(timeseries("Worker heartbeat age", (f"time() - celery_worker_last_heartbeat_timestamp_seconds{{{N}}}", "{{worker}}"),
                      unit="s", description="Heartbeats arrive every 2 s; a crashed worker's line climbs until it is dropped."), 8, 8)
-    L.add(timeseries("Active tasks per worker", ("sum by (hostname) (celery_worker_tasks_active)", "{{hostname}}"),
+    L.add(timeseries("Active tasks per worker", (f"sum by (hostname) (celery_worker_tasks_active{{{N}}})", "{{hostname}}"),
                      description="celery-exporter's view (hostname is the part after @)."), 8, 8)
-    L.add(timeseries("Live workers per pool", ("sum by (pool) (celery_pool_workers)", "{{pool}}")), 8, 8)
+    L.add(timeseries("Live workers per pool", (f"sum by (pool) (celery_pool_workers{{{N}}})", "{{pool}}")), 8, 8)
     L.row("Tasks")
     L.add(timeseries("Throughput by task and queue (started/s)",
                      (f"sum by (queue_name, name) (rate(celery_task_started_total{{{Q}}}[$__rate_interval]))", "{{queue_name}} {{name}}"),
@@ -152,7 +161,7 @@ def overview():
                 f"topk(10, sum by (name, queue_name, exception) (increase(celery_task_failed_total{{{Q}}}[$__range])))",
                 description="Failures per task and exception class over the dashboard's time range."), 12, 8)
     L.add(timeseries("Internal errors per pool and reason (task-internal-error)",
-                     ("sum by (pool, reason) (increase(celery_task_internal_errors_total[$__rate_interval]))", "{{pool}} {{reason}}"),
+                     (f"sum by (pool, reason) (increase(celery_task_internal_errors_total{{{N}}}[$__rate_interval]))", "{{pool}} {{reason}}"),
                      description="Errors outside the task body, from the worker's task-internal-error events "
                                  "(celery-stack-metrics). result_not_recorded: the result could not be written because "
                                  "the database was unreachable; the task was requeued and the worker paused consuming "
@@ -167,21 +176,22 @@ def overview():
                      (f"histogram_quantile(0.95, sum by (name, le) (rate(celery_task_runtime_bucket{{{Q}}}[$__rate_interval])))", "{{name}}"),
                      unit="s"), 24, 8)
     L.row("Outbox and dead letters")
-    L.add(timeseries("Outbox: oldest unpublished task", ("max(celery_outbox_oldest_pending_age_seconds)", "oldest"),
+    L.add(timeseries("Outbox: oldest unpublished task", (f"max(celery_outbox_oldest_pending_age_seconds{{{N}}})", "oldest"),
                      unit="s",
                      description="Seconds since the oldest committed but unpublished outbox row was written (celery-stack-metrics, "
                                  "from the app's database). beat's drain-outbox publishes every 10 s, so this stays near 0; "
                                  "it climbs while the broker is unreachable or beat is down. CeleryOutboxNotRelayed: > 60 s for 3 m."), 8, 8)
-    L.add(timeseries("Outbox: unpublished tasks", ("max(celery_outbox_pending_tasks)", "pending"),
+    L.add(timeseries("Outbox: unpublished tasks", (f"max(celery_outbox_pending_tasks{{{N}}})", "pending"),
                      description="Outbox rows waiting for the relay."), 8, 8)
     L.add(timeseries("Dead letters per reason",
-                     ("sum by (reason) (celery_dead_letters) or on () vector(0)", "{{reason}}"),
+                     (f"sum by (reason) (celery_dead_letters{{{N}}}) or on () vector(0)", "{{reason}}"),
                      description="Rows of the dead-letter store per reason (0 while it is empty). "
                                  "CeleryDeadLettersGrowing fires when a reason grew in the last 15 m."), 8, 8)
     return dashboard("celery-stack-overview", "Celery / Overview",
                      "Workers, throughput, failures and runtimes (celery-exporter + celery-stack-metrics).",
                      ["celery"], L,
-                     [var_datasource(), var_query("queue", "Queue", "celery_queue_length", "queue_name")])
+                     [var_datasource(), var_namespace("celery_stack_metrics_broker_up"),
+                      var_query("queue", "Queue", f"celery_queue_length{{{N}}}", "queue_name")])
 
 
 def queues():
@@ -224,8 +234,9 @@ def queues():
     return dashboard("celery-stack-queues", "Celery / Queues & autoscaling",
                      "Queue depth, oldest message age, wait-time percentiles, and desired vs actual worker replicas per pool.",
                      ["celery", "autoscaling"], L,
-                     [var_datasource(), var_query("queue", "Queue", "celery_queue_depth", "queue_name"),
-                      var_query("pool", "Pool", "celery_pool_concurrency", "pool")])
+                     [var_datasource(), var_namespace("celery_stack_metrics_broker_up"),
+                      var_query("queue", "Queue", f"celery_queue_depth{{{N}}}", "queue_name"),
+                      var_query("pool", "Pool", f"celery_pool_concurrency{{{N}}}", "pool")])
 
 
 def web():
@@ -240,12 +251,12 @@ def web():
     L.add(stat("p95 latency",
                f"histogram_quantile(0.95, sum by (le) (rate(django_http_requests_latency_seconds_by_view_method_bucket{{{WEB_EXCLUDE}}}[$__rate_interval])))",
                unit="s", thresholds=[(0.5, "orange"), (1, "red")]), 6, 4)
-    L.add(stat("Gunicorn workers", "sum(gunicorn_workers)", thresholds=[]), 6, 4)
+    L.add(stat("Gunicorn workers", f"sum(gunicorn_workers{{{N}}})", thresholds=[]), 6, 4)
     L.add(timeseries("Requests/s by view",
-                     ("sum by (view) (rate(django_http_requests_total_by_view_transport_method_total[$__rate_interval]))", "{{view}}"),
+                     (f"sum by (view) (rate(django_http_requests_total_by_view_transport_method_total{{{N}}}[$__rate_interval]))", "{{view}}"),
                      unit="reqps"), 12, 8)
     L.add(timeseries("Responses/s by status",
-                     ("sum by (status) (rate(django_http_responses_total_by_status_view_method_total[$__rate_interval]))", "{{status}}"),
+                     (f"sum by (status) (rate(django_http_responses_total_by_status_view_method_total{{{N}}}[$__rate_interval]))", "{{status}}"),
                      unit="reqps"), 12, 8)
     L.row("Errors and latency")
     L.add(timeseries("Error ratio (4xx, 5xx; probes excluded)",
@@ -257,12 +268,12 @@ def web():
                        for q in ("0.50", "0.95", "0.99")],
                      unit="s"), 12, 8)
     L.add(timeseries("p95 latency by view",
-                     ("histogram_quantile(0.95, sum by (view, le) (rate(django_http_requests_latency_seconds_by_view_method_bucket[$__rate_interval])))", "{{view}}"),
+                     (f"histogram_quantile(0.95, sum by (view, le) (rate(django_http_requests_latency_seconds_by_view_method_bucket{{{N}}}[$__rate_interval])))", "{{view}}"),
                      unit="s"), 12, 8)
-    L.add(timeseries("Gunicorn workers per instance", ("sum by (instance) (gunicorn_workers)", "{{instance}}")), 12, 8)
+    L.add(timeseries("Gunicorn workers per instance", (f"sum by (instance) (gunicorn_workers{{{N}}})", "{{instance}}")), 12, 8)
     return dashboard("celery-stack-web", "Celery stack / Web",
                      "Django web: request rate, latency and errors (django-prometheus), gunicorn workers.",
-                     ["web"], L, [var_datasource()])
+                     ["web"], L, [var_datasource(), var_namespace("gunicorn_workers")])
 
 
 def render() -> dict[str, str]:

@@ -207,7 +207,9 @@ Returns JSON: use `include ... | fromJson`. */}}
 
 {{/* Per-queue alert thresholds of the enabled pools: the recording rules that
      tools/gen_pools.py writes to monitoring/prometheus/rules/celery-stack-pools.yml
-     for pools.yaml (a test compares the two). Returns YAML of the rule group. */}}
+     for pools.yaml (a test compares the two), plus the release's namespace, which the
+     alerts match on: two releases on one Prometheus each get their own thresholds.
+     Returns YAML of the rule group. */}}
 {{- define "celery-stack.thresholdRules" -}}
 {{- $records := list (list "queueDepth" "queue_name:celery_queue_depth:alert_threshold") (list "waitP95Seconds" "queue_name:celery_queue_wait_time_seconds:p95_alert_threshold") (list "oldestMessageSeconds" "queue_name:celery_queue_oldest_message_age_seconds:alert_threshold") -}}
 {{- $rules := list -}}
@@ -215,7 +217,7 @@ Returns JSON: use `include ... | fromJson`. */}}
 {{- range $name := include "celery-stack.enabledPools" $ | fromJsonArray -}}
 {{- $pool := include "celery-stack.pool" (dict "root" $ "name" $name) | fromJson -}}
 {{- range $queue := $pool.queues -}}
-{{- $rules = append $rules (dict "record" (index $r 1) "expr" (printf "vector(%v)" (get $pool.alerts (index $r 0))) "labels" (dict "pool" $name "queue_name" $queue "tier" $pool.alerts.tier)) -}}
+{{- $rules = append $rules (dict "record" (index $r 1) "expr" (printf "vector(%v)" (get $pool.alerts (index $r 0))) "labels" (dict "namespace" $.Release.Namespace "pool" $name "queue_name" $queue "tier" $pool.alerts.tier)) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
@@ -423,6 +425,41 @@ imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+{{- end -}}
+
+{{/* The pod template of every Deployment (web, beat, flower, the exporter, each worker pool):
+     labels, annotations, ServiceAccount and security context, scheduling, grace period,
+     init containers, then the component's own containers, its sidecars and its volumes.
+     (dict "root" $ "component" <name> "values" <component or pool> ["pool" <name>]
+           "containers" <YAML list: the component's own containers>
+           ["wait" true: wait-for-migrations first] ["serviceAccountName" <name>]
+           ["extraAnnotations" <map>]) */}}
+{{- define "celery-stack.podTemplate" -}}
+{{- $root := .root -}}
+{{- $v := .values -}}
+{{- $ctx := pick . "root" "component" "values" "pool" -}}
+{{- $image := dict "root" $root "image" $v.image -}}
+metadata:
+  labels:
+    {{- include "celery-stack.podLabels" $ctx | nindent 4 }}
+    {{- /* A pool's podLabels over the global ones, key by key. */}}
+    {{- with merge (deepCopy ($v.podLabels | default dict)) (deepCopy $root.Values.podLabels) }}{{ toYaml . | nindent 4 }}{{ end }}
+  annotations:
+    {{- include "celery-stack.podAnnotations" (merge (dict "extra" .extraAnnotations) $ctx) | nindent 4 }}
+spec:
+  {{- include "celery-stack.podCommon" (dict "root" $root "serviceAccountName" .serviceAccountName) | nindent 2 }}
+  {{- include "celery-stack.scheduling" $ctx | trim | nindent 2 }}
+  {{- if not (kindIs "invalid" $v.terminationGracePeriodSeconds) }}
+  terminationGracePeriodSeconds: {{ $v.terminationGracePeriodSeconds }}
+  {{- end }}
+  {{- include "celery-stack.initContainers" (dict "root" $root "values" $v "wait" .wait "image" (include "celery-stack.image" $image) "pullPolicy" (include "celery-stack.pullPolicy" $image) "resources" $v.resources) | nindent 2 }}
+  containers:
+    {{- .containers | nindent 4 }}
+    {{- with $v.sidecars }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  volumes:
+    {{- include "celery-stack.volumes" $ctx | nindent 4 }}
 {{- end -}}
 
 {{/* A pool's ServiceAccount: its own (serviceAccount.create: the chart makes

@@ -8,12 +8,20 @@ cannot renew stops sending before its lease can expire on the database's clock, 
 never send at once. On takeover the new holder re-reads the schedule, with the last run times
 the old one saved (CELERY_BEAT_SYNC_EVERY=1: saved after every sent task).
 
+SIGTERM or SIGINT never interrupts a database or broker call: Celery's own handler saves the
+schedule from inside the signal handler, i.e. possibly in the middle of the tick's query or
+publish on the same connection, and psycopg's connection lock is not reentrant, so beat hung
+there until it was killed. Here a signal that arrives during a tick or a save lets it finish and
+stops right after; one that arrives between ticks stops at once. Either way the schedule is saved
+and the lease released once, on the way out.
+
 Every tick, holder or standby, touches the heartbeat file (`bin/heartbeat-check` reads its age).
 A watchdog thread exits beat when no tick has happened for CELERY_WORKER_STALL_SECONDS: a beat
 blocked on a dead connection would otherwise stay wedged under Compose, which never restarts an
 unhealthy container; its restart policy (or the kubelet) starts a fresh one.
 """
 
+import contextlib
 import logging
 import os
 import signal
@@ -90,14 +98,46 @@ class HeartbeatDatabaseScheduler(DatabaseScheduler):
     """Sends only while it holds the lease; touches the heartbeat file on every tick (at most
     every beat_max_loop_interval, 5 s)."""
 
+    _busy = 0  # > 0 inside a tick, a save or the close: a stop signal waits for it
+    _stop_requested = False
+
     def setup_schedule(self):
         super().setup_schedule()
         self.lease = Lease("beat", settings.CELERY_BEAT_LEASE_SECONDS)
         self.sending: bool | None = None  # not known until the first tick
         self.last_tick = time.monotonic()
+        if threading.current_thread() is threading.main_thread():
+            # Replaces the handler Celery installed just before (apps/beat.py install_sync_handler).
+            signal.signal(signal.SIGTERM, self._on_stop_signal)
+            signal.signal(signal.SIGINT, self._on_stop_signal)
         threading.Thread(target=self._watchdog, name="beat-watchdog", daemon=True).start()
 
+    def _on_stop_signal(self, signum, frame):
+        if self._busy:
+            self._stop_requested = True  # the call in progress finishes first
+        else:
+            raise SystemExit()  # between ticks: beat's loop saves and closes on its way out
+
+    @contextlib.contextmanager
+    def _unbroken(self):
+        self._busy += 1
+        try:
+            yield
+        finally:
+            self._busy -= 1
+            if not self._busy and self._stop_requested:
+                self._stop_requested = False
+                raise SystemExit()
+
+    def sync(self):
+        with self._unbroken():
+            super().sync()
+
     def tick(self, *args, **kwargs):
+        with self._unbroken():
+            return self._tick(*args, **kwargs)
+
+    def _tick(self, *args, **kwargs):
         if self.lease.held():
             if not self.sending:
                 logger.info("beat lease taken (%s): sending periodic tasks", self.lease.holder)
@@ -115,9 +155,10 @@ class HeartbeatDatabaseScheduler(DatabaseScheduler):
         return interval
 
     def close(self):
-        super().close()
-        if getattr(self, "lease", None) is not None:
-            self.lease.release()
+        with self._unbroken():
+            super().close()
+            if getattr(self, "lease", None) is not None:
+                self.lease.release()
 
     def _watchdog(self):
         limit = settings.CELERY_WORKER_STALL_SECONDS

@@ -13,6 +13,7 @@ import contextlib
 import select
 import socket
 import threading
+from urllib.parse import urlsplit
 
 from testsupport import free_port
 
@@ -120,3 +121,9 @@ class FaultyProxy:
         if self.listener is None:
             self._listen()
         self.mode = "up"
+
+
+def through(proxy: FaultyProxy, url: str) -> str:
+    """`url` with its port replaced by the proxy's."""
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.port}", f":{proxy.port}")).geturl()

@@ -1,22 +1,26 @@
-"""One beat sends: a second beat stands by, and takes over when the first one dies.
+"""One beat sends: a second beat stands by, and takes over when the first one dies; a stopped
+beat exits cleanly whatever it was doing.
 
-Real beat processes (bin/beat) on the test database, publishing to a Redis database of their own
-that no worker reads, so every message they send can be counted there.
+Real beat processes (bin/beat) on the test database. The lease test publishes to a Redis database
+of its own that no worker reads, so every message they send can be counted there.
 """
 
 import itertools
 import json
+import signal
 import time
+from urllib.parse import urlsplit
 
 import pytest
 from kombu import Connection
 
 from testsupport import wait_for
 
+from .faults import FaultyProxy, through
 from .support import start_beat
 from .testenv import scratch_redis_url
 
-pytestmark = [pytest.mark.usefixtures("live_db"), pytest.mark.redis_only]
+pytestmark = pytest.mark.usefixtures("live_db")
 
 LEASE = 6  # seconds; production default 30
 NAME = "beat-lease-test"
@@ -55,6 +59,7 @@ def sends(broker_url) -> list[float]:
     return sorted(stamps)
 
 
+@pytest.mark.redis_only
 def test_two_beats_send_once_and_the_standby_takes_over(
     process_env, log_dir, broker_url, every_second
 ):
@@ -89,3 +94,42 @@ def test_two_beats_send_once_and_the_standby_takes_over(
     finally:
         first.stop()
         second.stop()
+
+
+def test_beat_stopped_while_waiting_on_the_database_finishes_the_call_and_exits_cleanly(
+    process_env, log_dir
+):
+    """SIGTERM reaching beat in the middle of a database call. Celery's own handler saved the
+    schedule from inside the signal handler, on the connection whose lock the interrupted call
+    held: beat hung until it was killed (seen in CI on RabbitMQ, right after a send)."""
+    from jobs.models import BeatLease
+
+    proxy = FaultyProxy(urlsplit(process_env["DATABASE_URL"]).port or 5432)
+    env = {
+        **process_env,
+        "DATABASE_URL": through(proxy, process_env["DATABASE_URL"]),
+        "CELERY_BEAT_LEASE_SECONDS": str(LEASE),
+    }
+    beat = start_beat("beat-stop", env, log_dir)
+    heartbeat = log_dir / "beat-stop.heartbeat"
+    try:
+        wait_for(lambda: "beat lease taken" in beat.log(), 30, what="beat holding the lease")
+        proxy.blackhole()  # the server goes silent; the connection stays open
+        # Beat ticks (and renews its lease) at least every LEASE / 3 = 2 s, each tick reading
+        # the database: once the heartbeat is 3 s old, a tick is waiting on a query.
+        blocked = lambda: time.time() - heartbeat.stat().st_mtime > 3  # noqa: E731
+        wait_for(blocked, 15, what="a tick blocked on the database")
+        beat.popen.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        proxy.heal()
+        try:
+            code = beat.popen.wait(20)
+        except Exception:
+            code = None
+        assert code == 0, beat.log()[-3000:]
+        # It left through the normal path: the lease is released, not left to expire.
+        holder = next(line for line in beat.log().splitlines() if "beat lease taken" in line)
+        assert not BeatLease.objects.filter(holder=holder.split("(")[1].split(")")[0]).exists()
+    finally:
+        proxy.heal()
+        beat.stop()

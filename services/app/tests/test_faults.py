@@ -20,7 +20,7 @@ from kombu import Connection
 from jobs import tasks
 from testsupport import wait_for
 
-from .faults import FaultyProxy
+from .faults import FaultyProxy, through
 from .support import BIN, start_web, start_worker
 from .testenv import scratch_redis_url
 
@@ -30,11 +30,6 @@ pytestmark = [pytest.mark.usefixtures("live_db"), pytest.mark.redis_only]
 @pytest.fixture
 def broker_url():
     return scratch_redis_url(3, empty=True)
-
-
-def through(proxy: FaultyProxy, url: str) -> str:
-    parts = urlsplit(url)
-    return parts._replace(netloc=parts.netloc.replace(f":{parts.port}", f":{proxy.port}")).geturl()
 
 
 def behind_database_proxy(process_env, broker_url):

@@ -239,6 +239,20 @@ def redis_server_binary():
 MONITORING = HERE.parents[2] / "monitoring"
 
 
+def overview() -> dict:
+    return json.loads((MONITORING / "grafana" / "dashboards" / "celery-stack-overview.json").read_text())
+
+
+def as_grafana_sends(dashboard: dict, expr: str) -> str:
+    """A panel's query with every variable at All, substituted as monitoring/check_dashboards.py
+    does for the stack check."""
+    sys.path.insert(0, str(MONITORING))
+    import check_dashboards
+
+    variables = {v["name"]: check_dashboards.var_value(v) for v in dashboard["templating"]["list"]}
+    return check_dashboards.substitute(expr, variables, "1m", "15m")
+
+
 class Prometheus:
     """A real Prometheus with monitoring/'s rules, scraping one target every second."""
 

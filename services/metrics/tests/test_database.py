@@ -8,7 +8,17 @@ import uuid
 
 import psycopg
 import pytest
-from conftest import MONITORING, REDIS_URL, Prometheus, free_port, http_get, needs_prometheus, pools_env, wait_for
+from conftest import (
+    REDIS_URL,
+    Prometheus,
+    as_grafana_sends,
+    free_port,
+    http_get,
+    needs_prometheus,
+    overview,
+    pools_env,
+    wait_for,
+)
 
 import testsupport
 
@@ -108,9 +118,9 @@ def test_panels_and_rules_in_real_prometheus(redis_db, names, companion_factory,
         CELERY_BROKER_URL=REDIS_URL, METRICS_POOLS=pools_env(names), METRICS_POLL_INTERVAL=0.5,
         DATABASE_URL=database_url,
     )  # fmt: skip
-    overview = json.loads((MONITORING / "grafana" / "dashboards" / "celery-stack-overview.json").read_text())
-    row = next(i for i, p in enumerate(overview["panels"]) if p["title"] == "Outbox and dead letters")
-    queries = [t["expr"] for p in overview["panels"][row + 1 :] for t in p["targets"]]
+    dashboard = overview()
+    row = next(i for i, p in enumerate(dashboard["panels"]) if p["title"] == "Outbox and dead letters")
+    queries = [as_grafana_sends(dashboard, t["expr"]) for p in dashboard["panels"][row + 1 :] for t in p["targets"]]
     dead_letters = next(q for q in queries if "celery_dead_letters" in q)
     prom = Prometheus(c.url, tmp_path, "database-gauges-test")
 

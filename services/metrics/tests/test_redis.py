@@ -1,15 +1,15 @@
 """Against real Redis db 2, real workers/beat, the companion scraped over HTTP."""
 
-import json
 import signal
 import time
 
 from conftest import (
-    MONITORING,
     REDIS_URL,
     Prometheus,
+    as_grafana_sends,
     http_get,
     needs_prometheus,
+    overview,
     pools_env,
     send_internal_errors,
     wait_for,
@@ -265,9 +265,9 @@ def test_internal_errors_panel_and_alert_in_real_prometheus(redis_db, names, com
     app = publisher(REDIS_URL)
     c = companion_factory(CELERY_BROKER_URL=REDIS_URL, METRICS_POOLS=pools_env(names), METRICS_POLL_INTERVAL=0.5)
     wait_for(lambda: c.healthz()[0] == 200, what="healthy")
-    overview = json.loads((MONITORING / "grafana" / "dashboards" / "celery-stack-overview.json").read_text())
-    panel = next(p for p in overview["panels"] if p["title"].startswith("Internal errors per pool and reason"))
-    panel_query = panel["targets"][0]["expr"].replace("$__rate_interval", "1m")
+    dashboard = overview()
+    panel = next(p for p in dashboard["panels"] if p["title"].startswith("Internal errors per pool and reason"))
+    panel_query = as_grafana_sends(dashboard, panel["targets"][0]["expr"])
 
     prom = Prometheus(c.url, tmp_path, "internal-errors-test")
 

@@ -38,6 +38,13 @@ CHAOS_REDELIVERY_DEADLINE (180 s, worker SIGKILL: the pool's visibility window p
 CHAOS_API_LIMIT (8 s: with the broker silent, a publish waits 1 s for RabbitMQ's confirm, reconnects
 within 2 s and waits again before the API answers 503; measured 5.0 s), CHAOS_BURST_LONG (8), CHAOS_BURST_ADD (40), CHAOS_BURST_ETA (6),
 CHAOS_RESULTS (JSON lines written per fault; run.sh renders the table).
+
+What fails must be kept (docs/faults.md, "Measured"): capped-poison-task,
+poison-messages, signup-broker-down, relay-killed, two-beats. They classify their own rows (a
+capped task ends FAILURE on purpose; "lost" is a task never final, a message never stored or a
+mail never sent; "duplicated" a second dead letter, mail or periodic send). Their knobs:
+CHAOS_SIGNUPS (6, plus one taken username), CHAOS_RELAY_KILLS (3), CHAOS_BEAT_SECONDS (90: two
+beats before the holder is killed).
 """
 
 from __future__ import annotations
@@ -1015,7 +1022,7 @@ def beat_sends(since: float) -> dict[str, list[float]]:
         at = datetime.datetime.fromisoformat(stamp).timestamp()
         if at >= since:
             sends.setdefault(m.group(4), []).append(at)
-    return sends
+    return {name: sorted(times) for name, times in sends.items()}  # the log is per container
 
 
 def beat_containers() -> dict[str, str]:
@@ -1047,8 +1054,8 @@ def two_beats() -> dict:
         if victim:
             # SIGKILL, so the holder cannot release its lease; through `podman kill`, so its
             # restart policy leaves it down and only the other beat can take the lease.
-            killed_at = time.monotonic()
             engine("kill", "--signal", "KILL", victim)
+            killed_at = time.monotonic()
             deadline = killed_at + 3 * LEASE_SECONDS
             while time.monotonic() < deadline:
                 now_holder = lease_holder()
@@ -1057,10 +1064,15 @@ def two_beats() -> dict:
                     notes.append(f"lease {holder.split(':')[0]} -> {now_holder.split(':')[0]} in {takeover_s:.1f} s")
                     break
                 time.sleep(0.5)
-            if takeover_s is None or takeover_s > LEASE_SECONDS + 10:
+            # At most the lease (30 s) plus a standby's retry (2 s), seen through one psql per
+            # poll on a busy machine: measured 25 to 39 s.
+            if takeover_s is None or takeover_s > LEASE_SECONDS + 15:
                 problems.append(f"takeover after the holder's SIGKILL: {takeover_s} s (lease {LEASE_SECONDS:g} s)")
             time.sleep(30)  # the new holder sends
-            engine("start", victim)  # back, as a standby
+            engine("start", victim)  # back: it must stand by
+            time.sleep(15)
+            if takeover_s is not None and lease_holder() != now_holder:
+                problems.append(f"the restarted beat took the lease from the live holder: {lease_holder()!r}")
         else:
             problems.append(f"no beat container is the holder {holder!r}: {beats}")
         sends = beat_sends(since)  # before the scale-down removes a beat and its log

@@ -415,7 +415,8 @@ def signup(request):
                     "yours, use password reset."
                 )
                 outbox.send(tasks.send_email, (email, "Your celery-stack signup", taken))
-    return JsonResponse(SIGNUP_ACCEPTED, status=202)
+    # 201 whether or not the username was free: the same answer, so it tells nobody which exist.
+    return JsonResponse(SIGNUP_ACCEPTED, status=201)
 
 
 PASSWORD_RESET_ACCEPTED = {"status": "sent if the address is registered"}

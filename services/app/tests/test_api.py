@@ -188,7 +188,7 @@ def test_signup_sends_welcome_mail_after_commit(web, smtp):
         json={"username": "ada", "email": "ada@example.com", "password": "s3cret-pass"},
         timeout=10,
     )
-    assert response.status_code == 202, response.text
+    assert response.status_code == 201, response.text
     wait_for(lambda: smtp.delivered["ada@example.com"], 20, what="welcome mail")
     assert "welcome aboard" in smtp.delivered["ada@example.com"][0]
     # A taken username gets the same answer; the mailbox owner learns why, the caller does not.

@@ -52,7 +52,7 @@ def test_signup_while_the_broker_is_down_answers_and_mails_once_via_the_relay(
         json={"username": "outbox-signup", "email": address, "password": "kept-Secret-4711"},
         timeout=30,
     )
-    assert response.status_code == 202, response.text
+    assert response.status_code == 201, response.text
     assert User.objects.filter(username="outbox-signup").exists()
     row = Outbox.objects.get(task="jobs.tasks.send_email", args__0=address)
     assert row.published_at is None  # the after-commit publish failed: the broker is down

@@ -331,7 +331,7 @@ def test_signup_and_reset_answer_alike_for_known_and_unknown(web, smtp, live_db)
         signup, json={"username": "fresh1", "email": "x2@example.com", "password": "pw-x2-long"}
     )
     assert (taken.status_code, taken.json()) == (fresh.status_code, fresh.json())
-    assert taken.status_code == 202
+    assert taken.status_code == 201
     reset = f"{web.url}/api/password-reset"
     known = requests.post(reset, json={"email": "known@example.com"}, timeout=10)
     unknown = requests.post(reset, json={"email": "nobody@example.com"}, timeout=10)
@@ -383,7 +383,7 @@ def test_answers_do_not_change_when_the_broker_is_down(web, web_without_broker, 
     resets = answers[0:2] + answers[4:6]
     signups = answers[2:4] + answers[6:8]
     assert len(set(map(str, resets))) == 1 and resets[0][0] == 202, answers
-    assert len(set(map(str, signups))) == 1 and signups[0][0] == 202, answers
+    assert len(set(map(str, signups))) == 1 and signups[0][0] == 201, answers
     # The mail written while the broker was down waits in the outbox; the drain sends it.
     pending = Outbox.objects.filter(published_at__isnull=True)
     assert pending.filter(args__0="known2@example.com").exists()
@@ -456,7 +456,7 @@ def test_signup_limit_per_address(limited_web):
     limited = until_limited(send)
     assert_error(limited, 429, "rate_limited")
     wait_retry_after(limited)
-    assert send().status_code == 202
+    assert send().status_code == 201
 
 
 def test_limit_store_is_shared_by_replicas(limited_web, process_env, log_dir, live_db):

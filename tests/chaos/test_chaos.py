@@ -862,9 +862,9 @@ def mails_to(addresses: list[str]) -> Counter:
 
 
 def signup_broker_down() -> dict:
-    """Signups while the broker is stopped: each accepted one (201) creates its user and gets its
-    mail once the broker is back, exactly once. With Redis as the broker the rate limits (the
-    same Redis) are down too: those signups answer 503 and the client retries them later."""
+    """Signups while the broker is stopped: each one is answered 201, creates its user and gets
+    its mail once the broker is back, exactly once. With Redis as the broker the rate-limit store
+    (the same Redis) is down too: each web process counts on its own meanwhile."""
     notes = reset()
     tag = uuid.uuid4().hex[:8]
     password = f"Chaos-{uuid.uuid4().hex}"
@@ -897,11 +897,9 @@ def signup_broker_down() -> dict:
     fault_end = time.monotonic()
     notes.append(f"{time.monotonic() - fault_at:.0f} s down; answers while down: {dict(Counter(during.values()))}")
     problems = []
-    odd = {u: s for u, s in during.items() if s not in (201, 503)}
-    if odd or (BROKER != "redis" and 503 in during.values()):
-        problems.append(f"answers while the broker was down: {dict(Counter(during.values()))} (want 201"
-                        + (" or 503" if BROKER == "redis" else "") + ")")  # fmt: skip
-    # The client retries what was refused, as a 503 tells it to.
+    if set(during.values()) != {201}:
+        problems.append(f"answers while the broker was down: {dict(Counter(during.values()))} (want 201)")
+    # Had any been refused, the client would retry, as a 503 tells it to.
     retry = [u for u, s in during.items() if s != 201]
     deadline = time.monotonic() + 90
     while retry and time.monotonic() < deadline:

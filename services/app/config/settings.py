@@ -180,10 +180,11 @@ RATELIMIT_REDIS_URL = _ratelimit_redis_url()
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "ratelimit": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        # Redis, with local counts while Redis is unreachable (config/ratelimit_store.py).
+        "BACKEND": "config.ratelimit_store.RedisWithLocalFallback",
         "LOCATION": RATELIMIT_REDIS_URL or "redis://rate-limit-store-not-configured",
         "KEY_PREFIX": env.string("RATELIMIT_KEY_PREFIX", "celery-stack"),
-        # Bounded like the broker: a dead store gets 503 in seconds, not a hung request. A
+        # Bounded like the broker: a dead store costs seconds, not a hung request. A
         # command that timed out or lost its connection is tried once more on a new one: after
         # a network partition the pooled connections may be silently dead while new ones work.
         "OPTIONS": {

@@ -10,10 +10,12 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 from celery import states
 from kombu import Connection
 
@@ -325,6 +327,55 @@ def test_api_recovers_at_once_when_the_rate_limit_store_forgot_its_connections(
         for _ in range(3):
             response = api.post(f"{web.url}/api/tasks/add", json={"args": [1, 2]}, timeout=30)
             assert response.status_code == 202, response.text
+    finally:
+        web.stop()
+        proxy.down()
+
+
+def test_signup_answers_while_the_rate_limit_store_is_down_and_its_limit_still_holds(
+    process_env, log_dir, broker_url, live_db
+):
+    """On a Redis stack the rate-limit store is the broker's Redis: a broker outage took signup
+    down with it (503), although signup queues its mail through the outbox and needs no broker.
+    While the store is unreachable each process counts on its own: signups are answered, and
+    the limit still holds. Once the store answers again the counts are shared again."""
+    import redis
+
+    from .testenv import RATELIMIT_REDIS_URL
+
+    proxy = FaultyProxy(urlsplit(RATELIMIT_REDIS_URL).port or 6379)
+    prefix = f"fallback-{uuid.uuid4().hex[:8]}"
+    env = {
+        **process_env,
+        "CELERY_BROKER_URL": broker_url,
+        "RATELIMIT_SIGNUP_PER_IP": "3/h",
+        "RATELIMIT_KEY_PREFIX": prefix,
+        "RATELIMIT_REDIS_URL": through(proxy, RATELIMIT_REDIS_URL),
+    }
+    # One process, so its own counts are the whole limit.
+    web = start_web(env, log_dir, name="web-store-down", workers=1)
+    tag = uuid.uuid4().hex[:8]
+
+    def signup(i):
+        name = f"fb-{tag}-{i}"
+        body = {"username": name, "email": f"{name}@example.com", "password": f"pw-{tag}-long"}
+        return requests.post(f"{web.url}/api/signup", json=body, timeout=30)
+
+    try:
+        proxy.down()
+        answers = [signup(i) for i in range(4)]
+        assert [r.status_code for r in answers] == [201, 201, 201, 429], [r.text for r in answers]
+        assert "Retry-After" in answers[3].headers
+        from django.contrib.auth.models import User
+
+        assert User.objects.filter(username__startswith=f"fb-{tag}-").count() == 3
+        assert "rate-limit store unreachable" in web.log()
+
+        proxy.heal()
+        time.sleep(6)  # the store is tried again 5 s after it failed
+        assert signup(4).status_code == 201
+        store = redis.Redis.from_url(RATELIMIT_REDIS_URL)
+        assert store.keys(f"{prefix}:*"), "counts are back in the shared store"
     finally:
         web.stop()
         proxy.down()

@@ -43,7 +43,7 @@ What fails must be kept (docs/faults.md, "Measured"): capped-poison-task,
 poison-messages, signup-broker-down, relay-killed, two-beats. They classify their own rows (a
 capped task ends FAILURE on purpose; "lost" is a task never final, a message never stored or a
 mail never sent; "duplicated" a second dead letter, mail or periodic send). Their knobs:
-CHAOS_SIGNUPS (6, plus one taken username), CHAOS_RELAY_KILLS (3), CHAOS_BEAT_SECONDS (90: two
+CHAOS_SIGNUPS (6, plus one taken username), CHAOS_RELAY_KILLS (3), CHAOS_BEAT_SECONDS (180: two
 beats before the holder is killed).
 """
 
@@ -679,7 +679,7 @@ KILL_TASKS = {  # test-only tasks (jobs/tasks.py) -> the cap they must end at
 }
 SIGNUPS = int(os.environ.get("CHAOS_SIGNUPS", "6"))
 RELAY_KILLS = int(os.environ.get("CHAOS_RELAY_KILLS", "3"))
-BEAT_SECONDS = float(os.environ.get("CHAOS_BEAT_SECONDS", "90"))
+BEAT_SECONDS = float(os.environ.get("CHAOS_BEAT_SECONDS", "180"))
 LEASE_SECONDS = float(ENV.get("CELERY_BEAT_LEASE_SECONDS") or 30)  # config/settings.py default
 MAIL_SETTLE = 25.0  # after the last mail: two drain periods (10 s) plus the `high` queue's wait
 

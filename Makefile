@@ -1,10 +1,16 @@
 # celery-stack: shared Makefile. Each part adds its targets with a `## description`
-# comment on the target line; `make help` lists them.
+# comment on the target line; `make help` lists them. Tool installers that other targets run
+# by themselves say `## internal: description` and are listed apart.
 .DEFAULT_GOAL := help
 
+HELP_TARGETS = grep -hE '^[a-zA-Z0-9_-]+:.*\#\# ' $(MAKEFILE_LIST) | sort | awk 'BEGIN {FS = ":.*\#\# "}; $(1) {printf "  %-23s %s\n", $$1, $$2}'
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
+	@echo "Usage: make <target> [VAR=value ...]"
+	@$(call HELP_TARGETS,$$2 !~ /^internal: /)
+	@echo
+	@echo "Internal (tool installers; the targets above run them when needed):"
+	@$(call HELP_TARGETS,$$2 ~ /^internal: /) | sed 's/internal: //'
 
 # ---- The app (services/app) and the test command -------------------------------------------
 # uv installs each Python environment from its lock file; it is installed if missing.
@@ -12,10 +18,10 @@ UV_VERSION := 0.13.9
 APP := services/app
 
 .PHONY: uv services test test-app lint
-uv:
+uv: ## internal: Install uv (pinned) if missing
 	@command -v uv >/dev/null || python3 -m pip install -q "uv==$(UV_VERSION)"
 
-services: ## Make sure Postgres, Redis and RabbitMQ answer on 127.0.0.1 (starts them if not)
+services: ## internal: Make sure Postgres, Redis and RabbitMQ answer on 127.0.0.1 (starts them if not)
 	tools/ensure-services.sh
 
 test-app: uv services ## App tests on real Postgres, real workers and gunicorn: Redis, then RabbitMQ
@@ -43,7 +49,7 @@ lint: uv ## ruff (app, metrics, tests, bench, monitoring, helm, tools, testsuppo
 
 # ---- Helm chart and Kubernetes (helm/, k8s/, tools/helm/) ---------------------------
 .PHONY: helm-tools helm-check chart-sync k8s-up k8s-down
-helm-tools: ## Install the pinned offline Helm toolchain into build/tools/helm (idempotent)
+helm-tools: ## internal: Install the pinned offline Helm toolchain into build/tools/helm (idempotent)
 	tools/helm/install.sh
 
 helm-check: ## Verify the chart offline: lint, render, k8s + CRD schemas, checkov, trivy, pytest
@@ -60,7 +66,7 @@ k8s-down: ## Delete the kind cluster made by k8s-up
 
 # ---- Monitoring (monitoring/, services/metrics/, compose/compose.monitoring.yaml) ----------
 .PHONY: monitoring-tools monitoring-check monitoring-stack-check test-metrics up-monitoring
-monitoring-tools: ## Install promtool + amtool (Debian prometheus, prometheus-alertmanager) if missing
+monitoring-tools: ## internal: Install promtool + amtool (Debian prometheus, prometheus-alertmanager) if missing
 	@command -v promtool >/dev/null && command -v amtool >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; }
 	@promtool --version | head -1; amtool --version 2>&1 | head -1

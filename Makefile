@@ -88,12 +88,17 @@ test-metrics: monitoring-tools ## Companion exporter tests (real Redis db 2, Rab
 
 up-monitoring: ## Start the stack plus Prometheus, Alertmanager and Grafana (profile monitoring)
 	@tools/ensure-env.sh
+	@MONITORING=1 $(ENSURE_ENGINE)
 	MONITORING=1 tools/compose.sh up --detach --build --wait --wait-timeout 300
 
 # ---- Compose stack and images (compose/, services/Dockerfile, tools/compose.sh) --------------
 # tools/compose.sh finds the engine (Docker, or Podman's Docker-compatible socket) and passes
 # .env (ENV_FILE=... to use another) plus BROKER=rabbitmq / MONITORING=1 override files.
+# tools/ensure-engine.sh runs first wherever the stack starts or images are built: it sets up
+# the Podman kit when no engine answers (Debian, root) or says how, and makes sure every image
+# the chosen stack needs is there.
 COMPOSE ?= tools/compose.sh
+ENSURE_ENGINE := tools/ensure-engine.sh
 POOL ?= default
 N ?= 1
 SERVICE ?=
@@ -101,6 +106,7 @@ SERVICE ?=
 .PHONY: up down logs ps scale migrate createsuperuser api-token dlq shell images e2e
 up: ## Build the images, start the stack, wait until every service is healthy (creates .env)
 	@tools/ensure-env.sh
+	@$(ENSURE_ENGINE)
 	$(COMPOSE) up --detach --build --wait --wait-timeout 300
 
 down: ## Stop and remove the stack's containers (data volumes stay; `make down V=1` drops them)
@@ -113,6 +119,8 @@ ps: ## List the stack's services and their state
 	$(COMPOSE) ps --all
 
 scale: ## Set a worker pool's replica count: make scale POOL=high N=3
+	@tools/ensure-env.sh
+	@$(ENSURE_ENGINE)
 	$(COMPOSE) up --detach --no-recreate --no-deps --wait --scale worker-$(POOL)=$(N) worker-$(POOL)
 
 migrate: ## Apply database migrations (the one-shot migrate service)
@@ -132,15 +140,19 @@ shell: ## Open a Django shell in web; SERVICE=<name> opens sh in that service in
 	$(COMPOSE) exec $(or $(SERVICE),web) $(if $(SERVICE),sh,python manage.py shell)
 
 images: ## Build the five images (web, worker, beat, flower, exporter)
+	@tools/ensure-env.sh
+	@$(ENSURE_ENGINE)
 	$(COMPOSE) build
 
 e2e: ## End-to-end: Podman if needed, images, make up, API/Flower/exporter/SIGTERM/Redis checks, make down
 	tests/e2e/run.sh
 
+
 # ---- Autoscaling under Compose and benchmarks (compose/compose.autoscale.yaml, bench/) -----------
 .PHONY: autoscale autoscale-e2e chaos bench
 autoscale: ## Start the stack with the queue-driven autoscaler (same as AUTOSCALE=1 make up)
 	@tools/ensure-env.sh
+	@AUTOSCALE=1 $(ENSURE_ENGINE)
 	AUTOSCALE=1 $(COMPOSE) up --detach --build --wait --wait-timeout 300
 
 autoscale-e2e: ## Autoscaler end-to-end on the real stack: burst, scale-out, drain, graceful scale-in, README's third pool (~5-7 min)
@@ -150,4 +162,4 @@ chaos: ## Faults under load on the real stack, both brokers: 0 lost, 0 duplicate
 	tests/chaos/run.sh
 
 bench: ## Benchmarks, slow and not part of make test: bench/results/latest.json + SUMMARY.md
-	bench/run.sh
+	bench/run.sh  # its own stack: tools/isolated-stack.sh's ensure_engine runs $(ENSURE_ENGINE)

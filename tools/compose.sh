@@ -15,6 +15,7 @@
 #      AUTOSCALE=1 (adds compose.autoscale.yaml: the autoscaler, with the engine socket mounted),
 #      COMPOSE_PROJECT_NAME (default: celery-stack, from compose.yaml).
 # Usage: tools/compose.sh <compose arguments>      e.g. tools/compose.sh ps
+#        tools/compose.sh --engine-host             prints the DOCKER_HOST it found
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 env_file=${ENV_FILE:-$root/.env}
@@ -40,12 +41,13 @@ else
         fi
     done
     [ -n "${DOCKER_HOST:-}" ] || {
-        echo "compose.sh: no container engine answers (Docker socket or Podman API socket)." >&2
-        echo "  Docker: start dockerd.  Podman: systemctl enable --now podman.socket" >&2
-        echo "  (rootless: systemctl --user enable --now podman.socket)." >&2
+        echo "compose.sh: no container engine answers (Docker socket or Podman API socket):" >&2
+        echo "  tools/ensure-engine.sh sets one up here or prints the command that does (make up runs it)." >&2
         exit 1
     }
 fi
+# tools/ensure-engine.sh asks which engine was found.
+if [ "${1:-}" = --engine-host ]; then echo "$DOCKER_HOST"; exit 0; fi
 # The kit keeps its compose binary next to its socket.
 case "$DOCKER_HOST" in "unix://$kit_state/"*) export PATH="$kit_state/bin:$PATH" ;; esac
 if [ "$engine" = podman ]; then

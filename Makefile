@@ -103,11 +103,21 @@ POOL ?= default
 N ?= 1
 SERVICE ?=
 
-.PHONY: up down logs ps scale migrate createsuperuser api-token dlq shell images e2e
+.PHONY: up dev run-task down logs ps scale migrate createsuperuser api-token dlq shell images e2e dev-e2e
 up: ## Build the images, start the stack, wait until every service is healthy (creates .env)
 	@tools/ensure-env.sh
 	@$(ENSURE_ENGINE)
 	$(COMPOSE) up --detach --build --wait --wait-timeout 300
+
+dev: ## make up for editing code: source mounted, web reloads, workers and beat restart on change, DEBUG on
+	@tools/ensure-env.sh
+	@DEV=1 $(ENSURE_ENGINE)
+	DEV=1 $(COMPOSE) up --detach --build --wait --wait-timeout 300
+	@echo "make dev: edit services/app; make logs SERVICE=worker-high shows the restarts"
+
+run-task: ## Run one task in the foreground in web and print its result: make run-task NAME=add ARGS='[2, 3]' [KWARGS='{}']
+	@test -n "$(NAME)" || { echo "usage: make run-task NAME=<task> [ARGS='<JSON list>'] [KWARGS='<JSON object>']" >&2; exit 2; }
+	@$(COMPOSE) exec web python manage.py run_task "$(NAME)" --args '$(or $(ARGS),[])' --kwargs '$(or $(KWARGS),{})'
 
 down: ## Stop and remove the stack's containers (data volumes stay; `make down V=1` drops them)
 	$(COMPOSE) down --remove-orphans $(if $(V),--volumes)
@@ -147,6 +157,8 @@ images: ## Build the five images (web, worker, beat, flower, exporter)
 e2e: ## End-to-end: Podman if needed, images, make up, API/Flower/exporter/SIGTERM/Redis checks, make down
 	tests/e2e/run.sh
 
+dev-e2e: ## make dev on a scratch copy: edit a task's source, the worker runs the new code by itself (~4 min)
+	tests/dev/run.sh
 
 # ---- Autoscaling under Compose and benchmarks (compose/compose.autoscale.yaml, bench/) -----------
 .PHONY: autoscale autoscale-e2e chaos bench

@@ -13,6 +13,7 @@
 #      after ENV_FILE: the broker URL every service reads),
 #      MONITORING=1 (adds compose.monitoring.yaml and the `monitoring` profile),
 #      AUTOSCALE=1 (adds compose.autoscale.yaml: the autoscaler, with the engine socket mounted),
+#      DEV=1 (adds compose.dev.yaml: make dev's source mounts and reloading, images <tag>-dev),
 #      COMPOSE_PROJECT_NAME (default: celery-stack, from compose.yaml).
 # Usage: tools/compose.sh <compose arguments>      e.g. tools/compose.sh ps
 #        tools/compose.sh --engine-host             prints the DOCKER_HOST it found
@@ -92,6 +93,12 @@ if [ -n "${AUTOSCALE:-}" ] && [ "${AUTOSCALE}" != 0 ]; then
     export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-celery-stack}"
 fi
 [ -f "$env_file" ] || { echo "compose.sh: $env_file is missing: run tools/ensure-env.sh (make up does)." >&2; exit 1; }
+if [ -n "${DEV:-}" ] && [ "${DEV}" != 0 ]; then
+    files="$files -f $root/compose/compose.dev.yaml"
+    # make dev's images have watchfiles (APP_RELOAD) and a tag of their own: <IMAGE_TAG>-dev.
+    tag=${IMAGE_TAG:-$(sed -n 's/^IMAGE_TAG=//p' "$env_file" | tail -n 1)}
+    export APP_RELOAD=1 IMAGE_TAG="${tag:-latest}-dev"
+fi
 
 CELERY_STACK_REVISION=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 export CELERY_STACK_REVISION

@@ -15,17 +15,23 @@ isolated_teardown() {
     rm -rf "$ISOLATED_WORK"
 }
 
-# isolated_readme_pool: README's "Adding a pool" applied to a scratch copy of the working tree
-# ($ISOLATED_WORK/repo): its pools.yaml entry (tests/e2e/add_readme_pool.py), then `make pools`.
-# Then it changes into the copy, so the stack the caller starts runs the third pool, `reports`.
-isolated_readme_pool() {
+# isolated_copy: a scratch copy of the working tree ($ISOLATED_WORK/repo, tracked and untracked
+# files, not ignored ones), and change into it: what the stack runs, or mounts, is the copy's.
+isolated_copy() {
     local copy=$ISOLATED_WORK/repo
     mkdir -p "$copy"
     git ls-files -z --cached --others --exclude-standard \
         | tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C "$copy"
-    python3 tests/e2e/add_readme_pool.py "$copy" >&2
-    make --no-print-directory -C "$copy" pools >&2
     cd "$copy" || return
+}
+
+# isolated_readme_pool: README's "Adding a pool" applied to a scratch copy of the working tree
+# (isolated_copy): its pools.yaml entry (tests/e2e/add_readme_pool.py), then `make pools`.
+# The stack the caller starts in the copy runs the third pool, `reports`.
+isolated_readme_pool() {
+    isolated_copy || return
+    python3 tests/e2e/add_readme_pool.py . >&2
+    make --no-print-directory pools >&2
 }
 
 free_port() { PYTHONPATH=. python3 -m testsupport free-port; }  # testsupport/, like the tests

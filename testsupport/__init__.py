@@ -12,7 +12,8 @@ sys.path, because the users run in five different ways and a path entry works in
   other imports; stack_check.py runs under the system python3 with no environment at all, which
   is what rules out an installed package.
 - the shell tools (tools/compose.sh, tools/isolated-stack.sh, tools/container-engine/engine.sh):
-  `PYTHONPATH=<root> python3 -m testsupport free-port | engine-answers SOCKET` (__main__.py).
+  `PYTHONPATH=<root> python3 -m testsupport free-port | engine-answers SOCKET` (__main__.py);
+  tools/ensure-engine.sh: `... engine-has-image SOCKET IMAGE`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import contextlib
 import socket
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 
@@ -109,3 +111,21 @@ def engine_answers(socket_path: str, timeout: float = 3.0) -> bool:
             return b" 200 " in sock.recv(64)
     except OSError:
         return False
+
+
+def _engine_get(socket_path: str, path: str, timeout: float = 3.0) -> bytes:
+    """The status line of GET <path> on an engine API unix socket (b"" when it does not answer)."""
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(timeout)
+            sock.connect(socket_path)
+            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: engine\r\n\r\n".encode())
+            return sock.recv(64).split(b"\r\n", 1)[0]
+    except OSError:
+        return b""
+
+
+def engine_has_image(socket_path: str, image: str) -> bool:
+    """Does the engine on this socket hold the image (e.g. redis:7, prom/prometheus:v2.55.1)
+    locally? Docker and Podman both resolve the short names of Docker Hub here."""
+    return b" 200 " in _engine_get(socket_path, f"/images/{urllib.parse.quote(image, safe='/:@')}/json")

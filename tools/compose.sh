@@ -13,8 +13,10 @@
 #      after ENV_FILE: the broker URL every service reads),
 #      MONITORING=1 (adds compose.monitoring.yaml and the `monitoring` profile),
 #      AUTOSCALE=1 (adds compose.autoscale.yaml: the autoscaler, with the engine socket mounted),
+#      DEV=1 (adds compose.dev.yaml: make dev's source mounts and reloading, images <tag>-dev),
 #      COMPOSE_PROJECT_NAME (default: celery-stack, from compose.yaml).
 # Usage: tools/compose.sh <compose arguments>      e.g. tools/compose.sh ps
+#        tools/compose.sh --engine-host             prints the DOCKER_HOST it found
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 env_file=${ENV_FILE:-$root/.env}
@@ -40,12 +42,13 @@ else
         fi
     done
     [ -n "${DOCKER_HOST:-}" ] || {
-        echo "compose.sh: no container engine answers (Docker socket or Podman API socket)." >&2
-        echo "  Docker: start dockerd.  Podman: systemctl enable --now podman.socket" >&2
-        echo "  (rootless: systemctl --user enable --now podman.socket)." >&2
+        echo "compose.sh: no container engine answers (Docker socket or Podman API socket):" >&2
+        echo "  tools/ensure-engine.sh sets one up here or prints the command that does (make up runs it)." >&2
         exit 1
     }
 fi
+# tools/ensure-engine.sh asks which engine was found.
+if [ "${1:-}" = --engine-host ]; then echo "$DOCKER_HOST"; exit 0; fi
 # The kit keeps its compose binary next to its socket.
 case "$DOCKER_HOST" in "unix://$kit_state/"*) export PATH="$kit_state/bin:$PATH" ;; esac
 if [ "$engine" = podman ]; then
@@ -90,6 +93,12 @@ if [ -n "${AUTOSCALE:-}" ] && [ "${AUTOSCALE}" != 0 ]; then
     export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-celery-stack}"
 fi
 [ -f "$env_file" ] || { echo "compose.sh: $env_file is missing: run tools/ensure-env.sh (make up does)." >&2; exit 1; }
+if [ -n "${DEV:-}" ] && [ "${DEV}" != 0 ]; then
+    files="$files -f $root/compose/compose.dev.yaml"
+    # make dev's images have watchfiles (APP_RELOAD) and a tag of their own: <IMAGE_TAG>-dev.
+    tag=${IMAGE_TAG:-$(sed -n 's/^IMAGE_TAG=//p' "$env_file" | tail -n 1)}
+    export APP_RELOAD=1 IMAGE_TAG="${tag:-latest}-dev"
+fi
 
 CELERY_STACK_REVISION=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 export CELERY_STACK_REVISION

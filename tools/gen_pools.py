@@ -9,7 +9,7 @@ Whole files it writes:  monitoring/prometheus/rules/celery-stack-pools.yml,
                         services/app/config/pools.json
 Marked blocks it writes (between `# >>> generated from pools.yaml ...: <id>` and `# <<< <id>`):
   compose/compose.yaml (anchors, workers), compose/compose.autoscale.yaml (anchors),
-  helm/celery-stack/values.yaml (pools)
+  compose/compose.dev.yaml (dev-workers), helm/celery-stack/values.yaml (pools)
 (compose/compose.rabbitmq.yaml names no pool: every worker reads the broker URL of x-app-env
 and waits for `redis`, which waits for RabbitMQ there.)
 
@@ -196,6 +196,10 @@ def compose_workers(data: dict) -> str:
     return textwrap.dedent("\n".join(out))
 
 
+def compose_dev_workers(data: dict) -> str:
+    return "".join(f"worker-{name}: *dev-worker\n" for name in data["pools"])
+
+
 def compose_autoscale_anchors(data: dict) -> str:
     cap = data["compose"]["maxReplicas"]
     env, depends = [], []
@@ -276,6 +280,7 @@ def outputs(root: pathlib.Path, data: dict) -> dict[str, str]:
     blocks = {
         "compose/compose.yaml": {"anchors": compose_anchors(data), "workers": compose_workers(data)},
         "compose/compose.autoscale.yaml": {"anchors": compose_autoscale_anchors(data)},
+        "compose/compose.dev.yaml": {"dev-workers": compose_dev_workers(data)},
         "helm/celery-stack/values.yaml": {"pools": values_pools(data)},
     }
     result = {}

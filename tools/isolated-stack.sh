@@ -15,17 +15,23 @@ isolated_teardown() {
     rm -rf "$ISOLATED_WORK"
 }
 
-# isolated_readme_pool: README's "Adding a pool" applied to a scratch copy of the working tree
-# ($ISOLATED_WORK/repo): its pools.yaml entry (tests/e2e/add_readme_pool.py), then `make pools`.
-# Then it changes into the copy, so the stack the caller starts runs the third pool, `reports`.
-isolated_readme_pool() {
+# isolated_copy: a scratch copy of the working tree ($ISOLATED_WORK/repo, tracked and untracked
+# files, not ignored ones), and change into it: what the stack runs, or mounts, is the copy's.
+isolated_copy() {
     local copy=$ISOLATED_WORK/repo
     mkdir -p "$copy"
     git ls-files -z --cached --others --exclude-standard \
         | tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C "$copy"
-    python3 tests/e2e/add_readme_pool.py "$copy" >&2
-    make --no-print-directory -C "$copy" pools >&2
     cd "$copy" || return
+}
+
+# isolated_readme_pool: README's "Adding a pool" applied to a scratch copy of the working tree
+# (isolated_copy): its pools.yaml entry (tests/e2e/add_readme_pool.py), then `make pools`.
+# The stack the caller starts in the copy runs the third pool, `reports`.
+isolated_readme_pool() {
+    isolated_copy || return
+    python3 tests/e2e/add_readme_pool.py . >&2
+    make --no-print-directory pools >&2
 }
 
 free_port() { PYTHONPATH=. python3 -m testsupport free-port; }  # testsupport/, like the tests
@@ -43,22 +49,16 @@ isolated_env_file() {
     if [ -n "${1:-}" ]; then sed -i "s/^IMAGE_TAG=.*/IMAGE_TAG=$1/" "$ENV_FILE"; fi
 }
 
-# ensure_engine [stand-in images...]: use the engine tools/compose.sh finds. When none answers
-# (CI, this kind of VM), set up rootful Podman with tools/container-engine: apt packages, local
-# stand-ins for the official base images, the API socket and Compose v2. Idempotent, and fast on
-# a reused machine. Sets STARTED_ENGINE=1 when it started the engine.
+# ensure_engine: the engine and images of the stack the caller chose (BROKER, MONITORING,
+# AUTOSCALE), through tools/ensure-engine.sh like `make up`: when no engine answers (CI, this kind
+# of VM) it sets up rootful Podman with tools/container-engine, and on the kit's engine it builds
+# a stand-in for each missing official image. Idempotent, and fast on a reused machine. Sets
+# STARTED_ENGINE=1 when no engine answered before.
 # shellcheck disable=SC2034  # read by the sourcing script
 STARTED_ENGINE=0
 ensure_engine() {
-    tools/compose.sh version >/dev/null 2>&1 && return 0
-    local kit=tools/container-engine standins="${*:-python redis postgres}"
-    echo "no engine answers: setting up Podman with $kit (stand-ins: $standins)" >&2
-    # `|| return`: callers may run this where `set -e` does not apply (cmd || rc=$?).
-    timeout 600 "$kit/setup-podman.sh" >/dev/null || return
-    # Cached layers make a re-run take seconds.
-    CE_IMAGES="$standins" CE_PARALLEL=1 timeout 900 "$kit/build-images.sh" >/dev/null || return
-    timeout 300 "$kit/engine.sh" start >/dev/null || return
     # shellcheck disable=SC2034
-    STARTED_ENGINE=1
-    tools/compose.sh version >/dev/null
+    tools/compose.sh --engine-host >/dev/null 2>&1 || STARTED_ENGINE=1
+    # `|| return`: callers may run this where `set -e` does not apply (cmd || rc=$?).
+    tools/ensure-engine.sh || return
 }

@@ -2,7 +2,7 @@
 # `make helm-check`: offline verification of helm/celery-stack (no cluster needed).
 # Installs the pinned toolchain on first use (tools/helm/install.sh), then:
 #   0. shellcheck on the scripts of helm/, k8s/ and tools/helm/
-#   1. values.schema.json and files/ (monitoring copies) are up to date
+#   1. values.schema.json, VALUES.md and files/ (monitoring copies) are up to date
 #   2. helm lint --strict and helm template for every value set
 #   3. kubernetes-validate --strict, oldest and newest supported Kubernetes
 #   4. KEDA / prometheus-operator custom resources against their schemas
@@ -32,7 +32,7 @@ shellcheck "$ROOT"/helm/scripts/*.sh "$ROOT"/k8s/scripts/*.sh "$ROOT"/tools/helm
 echo "  ok"
 
 step "schema and monitoring copies are current"
-python3 "$ROOT/helm/scripts/gen_schema.py" --check
+"$TOOLS/venv/bin/python" "$ROOT/helm/scripts/gen_schema.py" --check  # and VALUES.md; needs PyYAML
 "$ROOT/helm/scripts/sync_monitoring.sh" --check
 
 # Value sets: chart defaults (plus the URLs and keys the chart requires under helm template),

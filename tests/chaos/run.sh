@@ -82,9 +82,8 @@ for var in RATELIMIT_ENQUEUE RATELIMIT_ENQUEUE_PER_IP RATELIMIT_SIGNUP_PER_IP; d
     sed -i "/^${var}=/d" "$ENV_FILE"
     echo "${var}=100000/m" >>"$ENV_FILE"
 done
-standins="python redis postgres"
-case " $brokers " in *" rabbitmq "*) standins="$standins rabbitmq" ;; esac
-timed "container engine" ensure_engine "$standins"
+# The first broker's images here; each `make up` checks its own broker's (tools/ensure-engine.sh).
+BROKER=${brokers%% *} timed "container engine" ensure_engine
 command -v uv >/dev/null || python3 -m pip install -q uv
 
 timed "make images" logged "$ISOLATED_WORK/images.log" timeout 1500 make --no-print-directory images

@@ -68,9 +68,8 @@ if [ "${E2E_THIRD_POOL:-1}" = 1 ]; then isolated_readme_pool; fi
 
 # ---- 1. env file and container engine (tools/isolated-stack.sh) -------------------------------------
 isolated_env_file e2e
-standins="python redis postgres"
-case " $brokers " in *" rabbitmq "*) standins="$standins rabbitmq" ;; esac
-timed "container engine" ensure_engine "$standins"
+# The first broker's images here; each `make up` checks its own broker's (tools/ensure-engine.sh).
+BROKER=${brokers%% *} timed "container engine" ensure_engine
 
 # ---- 2. images, then per broker: up, test, down --------------------------------------------------
 # make's own output goes to the log; the timings are what we report.

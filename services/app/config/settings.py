@@ -237,6 +237,17 @@ CELERY_RESULT_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_ENABLE_UTC = True
 
+# Eager mode runs a task inside the caller at .delay(): no broker, no routing, no retries in
+# another process, no time limits. A debugging aid for `make dev` only; anywhere else it would
+# hide every failure the stack is built against, so it is refused unless DJANGO_DEBUG is on.
+CELERY_TASK_ALWAYS_EAGER = env.boolean("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_EAGER_PROPAGATES = CELERY_TASK_ALWAYS_EAGER
+if CELERY_TASK_ALWAYS_EAGER and not DEBUG:
+    raise env.MissingSetting(
+        "Refusing to start: CELERY_TASK_ALWAYS_EAGER=true is for development only "
+        "(make dev, with DJANGO_DEBUG=true); unset it."
+    )
+
 # Every pool's queues, declared (never created on the fly, so a typo in a route fails instead
 # of filling an unconsumed queue), and the routes; anything not routed goes to `default`. Both
 # come from the environment (CELERY_TASK_QUEUES, CELERY_TASK_ROUTES: config/pools.py), derived

@@ -97,6 +97,25 @@ def test_missing_required_variable_is_named(variable):
     assert f"Required environment variable {variable} is not set" in result.stderr
 
 
+def test_eager_mode_is_refused_outside_development():
+    result = run(DJANGO_CHECK, {**ENV, "CELERY_TASK_ALWAYS_EAGER": "true", "DJANGO_DEBUG": "false"})
+    assert result.returncode != 0
+    assert "CELERY_TASK_ALWAYS_EAGER=true is for development only" in result.stderr
+
+
+def test_eager_mode_is_accepted_in_development():
+    code = (
+        "import django; django.setup(); from config.celery import app; "
+        "print(app.conf.task_always_eager)"
+    )
+    result = run(
+        [sys.executable, "-c", code],
+        {**ENV, "CELERY_TASK_ALWAYS_EAGER": "true", "DJANGO_DEBUG": "true"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == "True"
+
+
 def test_bad_integer_variable_is_named():
     result = run(DJANGO_CHECK, {**ENV, "CELERY_TASK_TIME_LIMIT": "ten"})
     assert result.returncode != 0

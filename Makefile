@@ -170,7 +170,7 @@ autoscale: ## Start the stack with the queue-driven autoscaler (same as AUTOSCAL
 autoscale-e2e: ## Autoscaler end-to-end on the real stack: burst, scale-out, drain, graceful scale-in, README's third pool (~5-7 min)
 	tests/autoscale/run.sh
 
-chaos: ## Faults under load on the real stack, both brokers: 0 lost, 0 duplicated, no wedge (~25 min)
+chaos: ## Faults under load on the real stack, both brokers: 0 lost, 0 duplicated, no wedge (~35 min)
 	tests/chaos/run.sh
 
 bench: ## Benchmarks, slow and not part of make test: bench/results/latest.json + SUMMARY.md

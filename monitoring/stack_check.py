@@ -190,13 +190,20 @@ def main(argv=None) -> int:
         print(f"stack_check: could not create an API token: {exc}")
         return 2
 
+    # Each target gets a minute to answer: a test just before this one may have restarted the
+    # broker, and the exporters restart with it.
     for name, url in (("web", f"http://{web_target}/metrics"), ("celery-exporter", f"http://{strip(exporter)}/metrics"),
                       ("celery-stack-metrics", f"http://{strip(queue_metrics)}/metrics")):
-        try:
-            get(url)
-        except Exception as exc:
-            print(f"stack_check: {name} is not reachable at {url}: {exc}")
-            return 2
+        deadline = time.time() + 60
+        while True:
+            try:
+                get(url)
+                break
+            except Exception as exc:
+                if time.time() > deadline:
+                    print(f"stack_check: {name} is not reachable at {url}: {exc}")
+                    return 2
+                time.sleep(2)
 
     work = Path(tempfile.mkdtemp(prefix="stack-check-"))
     port = free_port()

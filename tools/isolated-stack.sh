@@ -1,7 +1,56 @@
 # shellcheck shell=bash
 # Sourced, not run, by the scripts that start their own copy of the Compose stack beside a
-# developer's: tests/e2e/run.sh, tests/autoscale/run.sh and bench/run.sh, from the repository
-# root (or from the scratch copy of isolated_readme_pool). isolated_work exports ENV_FILE; the caller exports COMPOSE_PROJECT_NAME.
+# developer's: tests/{e2e,dev,autoscale,chaos}/run.sh and bench/run.sh, from the repository
+# root (or from the scratch copy of isolated_readme_pool). isolated_work exports ENV_FILE; the
+# caller exports COMPOSE_PROJECT_NAME.
+
+# isolated_start <label> <keep variable>: isolated_work, plus the harness the test scripts share.
+# say and timed print under the label with the seconds since the start. On any exit the trap runs
+# the caller's on_failure (if defined, when the script failed and the stack exists), removes the
+# stack unless $<keep variable> is 1 (then it prints how to reach it), runs the caller's on_exit
+# (if defined), prints every timed step, and exits with the script's status.
+isolated_start() {
+    ISOLATED_LABEL=$1 ISOLATED_KEEP_VAR=$2 ISOLATED_T0=$(date +%s)
+    ISOLATED_TIMINGS=()
+    isolated_work "$1"
+    trap isolated_exit EXIT
+    trap 'exit 130' INT TERM
+}
+
+say() { echo "[$ISOLATED_LABEL +$(( $(date +%s) - ISOLATED_T0 ))s] $*" >&2; }
+
+timed() {  # timed <label> <command...>: run it, print and remember how long it took
+    local label=$1 start rc=0 took; shift
+    start=$(date +%s%N)
+    "$@" || rc=$?
+    took=$(awk -v ns=$(( $(date +%s%N) - start )) 'BEGIN { printf "%.1f", ns / 1e9 }')
+    ISOLATED_TIMINGS+=("$(printf '%-40s %7s s  rc=%s' "$label" "$took" "$rc")")
+    say "$label: ${took} s (rc=$rc)"
+    return $rc
+}
+
+logged() {  # logged <file> <command...>: output to the file, its tail on failure
+    local log=$1 rc=0; shift
+    "$@" >"$log" 2>&1 || rc=$?
+    [ "$rc" = 0 ] || tail -30 "$log" >&2
+    return $rc
+}
+
+isolated_exit() {
+    local rc=$?
+    set +e
+    if [ "$rc" != 0 ] && [ -f "$ENV_FILE" ] && declare -F on_failure >/dev/null; then on_failure "$rc"; fi
+    if [ "${!ISOLATED_KEEP_VAR:-0}" = 1 ]; then
+        say "$ISOLATED_KEEP_VAR=1: left running; reach it with: cd $PWD && ENV_FILE=$ENV_FILE" \
+            "COMPOSE_PROJECT_NAME=$COMPOSE_PROJECT_NAME ${BROKER:+BROKER=$BROKER }${AUTOSCALE:+AUTOSCALE=$AUTOSCALE }${DEV:+DEV=$DEV }tools/compose.sh ps"
+    else
+        isolated_teardown
+    fi
+    if declare -F on_exit >/dev/null; then on_exit "$rc"; fi
+    if [ ${#ISOLATED_TIMINGS[@]} -gt 0 ]; then printf '%s\n' "${ISOLATED_TIMINGS[@]/#/[$ISOLATED_LABEL] }" >&2; fi
+    say "exit $rc"
+    exit "$rc"
+}
 
 # isolated_work <name>: a scratch directory ($ISOLATED_WORK) holding the stack's env file.
 isolated_work() {

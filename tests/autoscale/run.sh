@@ -17,31 +17,15 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 # shellcheck source=tools/isolated-stack.sh
 . tools/isolated-stack.sh
-t0=$(date +%s)
-say() { echo "[autoscale-e2e +$(( $(date +%s) - t0 ))s] $*" >&2; }
-
-isolated_work autoscale
+isolated_start autoscale-e2e AUTOSCALE_E2E_KEEP
 export COMPOSE_PROJECT_NAME=${AUTOSCALE_E2E_PROJECT:-celery-stack-autoscale-e2e} AUTOSCALE=1
 
-cleanup() {
-    local rc=$?
-    set +e
-    if [ "$rc" != 0 ] && [ -f "$ENV_FILE" ]; then
-        say "FAILED (rc=$rc): state and recent logs"
-        tools/compose.sh ps -a
-        # shellcheck disable=SC2046  # one word per worker service
-        tools/compose.sh logs --no-color --tail 30 autoscaler $(tools/compose.sh config --services | grep '^worker-')
-    fi
-    if [ "${AUTOSCALE_E2E_KEEP:-0}" = 1 ]; then
-        say "AUTOSCALE_E2E_KEEP=1: left running (ENV_FILE=$ENV_FILE COMPOSE_PROJECT_NAME=$COMPOSE_PROJECT_NAME AUTOSCALE=1)"
-    else
-        isolated_teardown
-    fi
-    say "exit $rc"
-    exit "$rc"
+on_failure() {
+    say "FAILED (rc=$1): state and recent logs"
+    tools/compose.sh ps -a
+    # shellcheck disable=SC2046  # one word per worker service
+    tools/compose.sh logs --no-color --tail 30 autoscaler $(tools/compose.sh config --services | grep '^worker-')
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # ---- README "Adding a pool", applied to a scratch copy of the working tree -------------------
 export AUTOSCALE_E2E_THIRD_POOL=${AUTOSCALE_E2E_THIRD_POOL:-1}  # the test reads it too
@@ -55,17 +39,15 @@ AUTOSCALE_MAX_REPLICAS=3
 AUTOSCALE_SCALE_DOWN_STABILIZATION_WINDOW=30
 AUTOSCALE_SCALE_DOWN_PERCENT=100
 EOF
-ensure_engine
+timed "container engine" ensure_engine
 command -v uv >/dev/null || python3 -m pip install -q uv
 
-say "building images"
-timeout 1500 make --no-print-directory images >"$ISOLATED_WORK/images.log" 2>&1 || { tail -30 "$ISOLATED_WORK/images.log"; exit 1; }
-say "make up (AUTOSCALE=1)"
-timeout 420 make --no-print-directory up >"$ISOLATED_WORK/up.log" 2>&1 || { tail -30 "$ISOLATED_WORK/up.log"; exit 1; }
-say "stack healthy; running tests/autoscale"
-PYTHONPATH=tests:. timeout 900 uv run -q --no-project --with pytest==9.2.0 --with pytest-timeout==2.4.0 --with prometheus-client==0.21.1 \
+timed "make images" logged "$ISOLATED_WORK/images.log" timeout 1500 make --no-print-directory images
+timed "make up (AUTOSCALE=1)" logged "$ISOLATED_WORK/up.log" timeout 420 make --no-print-directory up
+timed "pytest tests/autoscale" env PYTHONPATH=tests:. timeout 900 uv run -q --no-project \
+    --with pytest==9.2.0 --with pytest-timeout==2.4.0 --with prometheus-client==0.21.1 \
     pytest tests/autoscale -v -p no:cacheprovider --timeout 600
-timeout 300 make --no-print-directory down V=1 >/dev/null 2>&1
+timed "make down" logged "$ISOLATED_WORK/down.log" timeout 300 make --no-print-directory down V=1
 left=$(tools/compose.sh ps -a -q | wc -l)
 [ "$left" = 0 ] || { say "make down left $left containers (autoscaled replicas must go too)"; exit 1; }
 say "PASS"

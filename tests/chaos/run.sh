@@ -19,55 +19,26 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 # shellcheck source=tools/isolated-stack.sh
 . tools/isolated-stack.sh
-t0=$(date +%s)
-say() { echo "[chaos +$(( $(date +%s) - t0 ))s] $*" >&2; }
-summary=()
-timed() {  # timed <label> <command...>: run it, print and remember how long it took
-    local label=$1 s rc=0; shift
-    s=$(date +%s)
-    "$@" || rc=$?
-    summary+=("$(printf '%-34s %5s s  rc=%s' "$label" "$(( $(date +%s) - s ))" "$rc")")
-    say "$label: $(( $(date +%s) - s )) s (rc=$rc)"
-    return $rc
-}
-logged() {  # logged <file> <command...>: output to the file, its tail on failure
-    local log=$1 rc=0; shift
-    "$@" >"$log" 2>&1 || rc=$?
-    [ "$rc" = 0 ] || tail -30 "$log" >&2
-    return $rc
-}
-
-isolated_work chaos
+isolated_start chaos CHAOS_KEEP
 export COMPOSE_PROJECT_NAME=${CHAOS_PROJECT:-celery-stack-chaos}
 brokers=${CHAOS_BROKERS:-redis rabbitmq}
 out=$root/build/chaos
 mkdir -p "$out"
 rm -f "$out"/results-*.jsonl "$out/results.md"
 
-cleanup() {
-    local rc=$?
-    set +e
-    if [ "$rc" != 0 ] && [ -f "$ENV_FILE" ]; then
-        tools/compose.sh ps -a >"$out/ps-on-failure.txt" 2>&1
-        tools/compose.sh logs --no-color --timestamps >"$out/logs-on-failure.txt" 2>&1
-        say "FAILED (rc=$rc): container states and logs in $out/"
-    fi
-    if [ "${CHAOS_KEEP:-0}" = 1 ]; then
-        say "CHAOS_KEEP=1: left running (ENV_FILE=$ENV_FILE COMPOSE_PROJECT_NAME=$COMPOSE_PROJECT_NAME)"
-    else
-        isolated_teardown
-    fi
+on_failure() {
+    tools/compose.sh ps -a >"$out/ps-on-failure.txt" 2>&1
+    tools/compose.sh logs --no-color --timestamps >"$out/logs-on-failure.txt" 2>&1
+    say "FAILED (rc=$1): container states and logs in $out/"
+}
+on_exit() {
     if ls "$out"/results-*.jsonl >/dev/null 2>&1; then
         python3 tests/chaos/report.py "$out"/results-*.jsonl >"$out/results.md"
         echo >&2
         cat "$out/results.md" >&2
+        say "table: $out/results.md"
     fi
-    if [ ${#summary[@]} -gt 0 ]; then printf '[chaos] %s\n' "${summary[@]}" >&2; fi
-    say "exit $rc (table: $out/results.md)"
-    exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # ---- env file: free ports, own image tag; short knobs so the redelivery windows fit a CI run ----
 # The image tag follows the project, so two chaos runs side by side never rebuild each other's images.

@@ -12,38 +12,20 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 # shellcheck source=tools/isolated-stack.sh
 . tools/isolated-stack.sh
-t0=$(date +%s)
-say() { echo "[dev-e2e +$(( $(date +%s) - t0 ))s] $*" >&2; }
-
-isolated_work dev-e2e
+isolated_start dev-e2e DEV_E2E_KEEP
 export COMPOSE_PROJECT_NAME=${DEV_E2E_PROJECT:-celery-stack-dev-e2e} DEV=1
 
-cleanup() {
-    local rc=$?
-    set +e
-    if [ "$rc" != 0 ] && [ -f "$ENV_FILE" ]; then
-        say "FAILED (rc=$rc): state and recent logs"
-        tools/compose.sh ps -a
-        tools/compose.sh logs --no-color --timestamps --tail 150 worker-high
-    fi
-    if [ "${DEV_E2E_KEEP:-0}" = 1 ]; then
-        say "DEV_E2E_KEEP=1: left running in $PWD (ENV_FILE=$ENV_FILE COMPOSE_PROJECT_NAME=$COMPOSE_PROJECT_NAME DEV=1)"
-    else
-        isolated_teardown
-    fi
-    say "exit $rc"
-    exit "$rc"
+on_failure() {
+    say "FAILED (rc=$1): state and recent logs"
+    tools/compose.sh ps -a
+    tools/compose.sh logs --no-color --timestamps --tail 150 worker-high
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # The test edits the source the stack mounts: the copy's, never this working tree.
 isolated_copy
 isolated_env_file "$COMPOSE_PROJECT_NAME"
 command -v uv >/dev/null || python3 -m pip install -q uv
-say "make dev"
-timeout 1200 make --no-print-directory dev >"$ISOLATED_WORK/dev.log" 2>&1 || { tail -30 "$ISOLATED_WORK/dev.log"; exit 1; }
-say "stack healthy; running tests/dev"
-PYTHONPATH=tests:. timeout 600 uv run -q --no-project --with pytest==9.2.0 --with pytest-timeout==2.4.0 \
-    pytest tests/dev -v -p no:cacheprovider --timeout 300
+timed "make dev" logged "$ISOLATED_WORK/dev.log" timeout 1200 make --no-print-directory dev
+timed "pytest tests/dev" env PYTHONPATH=tests:. timeout 600 uv run -q --no-project \
+    --with pytest==9.2.0 --with pytest-timeout==2.4.0 pytest tests/dev -v -p no:cacheprovider --timeout 300
 say "PASS"

@@ -23,44 +23,21 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 # shellcheck source=tools/isolated-stack.sh
 . tools/isolated-stack.sh
-t0=$(date +%s)
-say() { echo "[e2e +$(( $(date +%s) - t0 ))s] $*" >&2; }
-timed() {  # timed <label> <command...>: run it, print and remember how long it took
-    local label=$1 s rc=0 took; shift
-    s=$(date +%s%N)
-    "$@" || rc=$?
-    took=$(awk -v ns=$(( $(date +%s%N) - s )) 'BEGIN { printf "%.1f", ns / 1e9 }')
-    summary+=("$(printf '%-28s %7s s  rc=%s' "$label" "$took" "$rc")")
-    say "$label: ${took} s (rc=$rc)"
-    return $rc
-}
-summary=()
-
-isolated_work e2e
+isolated_start e2e E2E_KEEP
 export COMPOSE_PROJECT_NAME=${E2E_PROJECT:-celery-stack-e2e}
 brokers=${E2E_BROKERS:-redis rabbitmq}
 
-cleanup() {
-    local rc=$?
-    set +e
-    if [ "$rc" != 0 ] && [ -f "$ENV_FILE" ]; then
-        say "FAILED (rc=$rc): state and recent logs"
-        tools/compose.sh ps -a
-        tools/compose.sh logs --no-color --tail 40
-    fi
-    if [ "${E2E_KEEP:-0}" = 1 ]; then
-        say "E2E_KEEP=1: stack left running (ENV_FILE=$ENV_FILE COMPOSE_PROJECT_NAME=$COMPOSE_PROJECT_NAME)"
-    else
-        isolated_teardown
-        # The engine stays up for the next run (and for anyone else using it on this machine).
-        if [ "$STARTED_ENGINE" = 1 ] && [ "${E2E_STOP_ENGINE:-0}" = 1 ]; then tools/container-engine/engine.sh stop >/dev/null; fi
-    fi
-    if [ ${#summary[@]} -gt 0 ]; then printf '[e2e] %s\n' "${summary[@]}" >&2; fi
-    say "exit $rc"
-    exit "$rc"
+on_failure() {
+    say "FAILED (rc=$1): state and recent logs"
+    tools/compose.sh ps -a
+    tools/compose.sh logs --no-color --tail 40
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+on_exit() {
+    # The engine stays up for the next run (and for anyone else using it on this machine).
+    if [ "${E2E_KEEP:-0}" != 1 ] && [ "$STARTED_ENGINE" = 1 ] && [ "${E2E_STOP_ENGINE:-0}" = 1 ]; then
+        tools/container-engine/engine.sh stop >/dev/null
+    fi
+}
 
 # ---- 0. README "Adding a pool", applied to a scratch copy of the working tree -------------------
 # (tools/isolated-stack.sh; make autoscale-e2e does the same.)

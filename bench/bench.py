@@ -630,24 +630,31 @@ def project_containers(eng) -> list[dict]:
 
 
 def cpu_snapshot(eng) -> dict:
-    """Container id -> (service, name, cumulative CPU seconds) for every running container but the
-    publisher. A container that starts later counts from zero: its cgroup is new."""
+    """Container id -> (service, start time, cumulative CPU seconds) for every running container
+    but the publisher. A container that starts later counts from zero: its cgroup is new."""
     snap = {}
     for c in project_containers(eng):
         name = c["Names"][0].lstrip("/")
         if name.endswith("-cost-publisher"):
             continue
         stats = eng._call("GET", f"/containers/{c['Id']}/stats?stream=false&one-shot=true")
-        snap[c["Id"]] = (c["Labels"].get("com.docker.compose.service", name), name,
+        snap[c["Id"]] = (c["Labels"].get("com.docker.compose.service", name), started_at(eng, c["Id"]),
                          stats["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9)
     return snap
 
 
-def cpu_by_service(before: dict, after: dict) -> dict:
-    out = {}
-    for cid, (svc, _, t) in after.items():
-        out[svc] = out.get(svc, 0.0) + t - (before[cid][2] if cid in before else 0.0)
-    return out
+def cpu_by_service(before: dict, after: dict) -> tuple[dict, list]:
+    """CPU seconds per service between two snapshots, and the services of containers that
+    restarted in between: those count from their restart (their cgroup starts again at zero), so
+    the CPU they used before it is missing."""
+    out, restarted = {}, []
+    for cid, (svc, started, t) in after.items():
+        if cid in before and before[cid][1] != started:
+            restarted.append(svc)
+        elif cid in before:
+            t -= before[cid][2]
+        out[svc] = out.get(svc, 0.0) + t
+    return out, sorted(set(restarted))
 
 
 def total_cpu(eng) -> float:
@@ -750,7 +757,7 @@ def worker_log(eng, cid: str) -> list[tuple[float, str]]:
 
 
 def started_at(eng, cid: str) -> float:
-    stamp = eng._call("GET", f"/containers/{cid}/json")["State"]["StartedAt"]
+    stamp = eng.inspect(cid)["State"]["StartedAt"]
     return datetime.fromisoformat(re.sub(r"(\.\d{6})\d*", r"\1", stamp).replace("Z", "+00:00")).timestamp()
 
 
@@ -783,8 +790,10 @@ def drain(eng, results: ResultCount, workload: dict, units: int, idle: float, co
     settle_s = settle(eng, idle)
     after = cpu_snapshot(eng)
     window = time.monotonic() - t0
-    cpu = cpu_by_service(before, after)
-    return {"tasks": expected, "units": units, "publish_seconds": pub_s, "drain_seconds": round(drain_s, 1),
+    cpu, restarted = cpu_by_service(before, after)
+    if restarted:
+        log(f"  restarted during the window (counted from their restart): {restarted}")
+    return {"restarted_in_window": restarted, "tasks": expected, "units": units, "publish_seconds": pub_s, "drain_seconds": round(drain_s, 1),
             "settle_seconds": settle_s, "window_seconds": round(window, 1),
             "idle_cpu_seconds_in_window": round(idle * window, 2),
             "cpu_s_per_1000_tasks": {k: round(v * 1000 / expected, 3) for k, v in sorted(cpu.items())},
@@ -792,11 +801,23 @@ def drain(eng, results: ResultCount, workload: dict, units: int, idle: float, co
 
 
 def service_container(eng, service: str) -> str:
-    running = [c for c in project_containers(eng) if c["Labels"].get("com.docker.compose.service") == service
-               and c["Labels"].get("com.docker.compose.oneoff", "False") != "True"]
-    if len(running) != 1:
-        raise RuntimeError(f"{service}: {len(running)} running replicas, expected 1")
-    return running[0]["Id"]
+    found = [c for c in eng.service_containers(os.environ["COMPOSE_PROJECT_NAME"], service)
+             if c["Labels"].get("com.docker.compose.oneoff", "False") != "True"]
+    if len(found) != 1:
+        raise RuntimeError(f"{service}: {len(found)} replicas, expected 1")
+    return found[0]["Id"]
+
+
+def stop_service(eng, service: str):
+    """Through the engine, not `compose stop`/`start`: `compose start` starts the service's
+    dependencies too, and so runs the one-shot `migrate` again."""
+    eng._call("POST", f"/containers/{service_container(eng, service)}/stop", timeout=420, ok=(204, 304))
+
+
+def start_service(eng, service: str) -> str:
+    cid = service_container(eng, service)
+    eng._call("POST", f"/containers/{cid}/start", timeout=60, ok=(204, 304))
+    return cid
 
 
 def proc_tree_cpu(pid: int) -> float:
@@ -840,14 +861,14 @@ def cost_part(n: int) -> dict:
                      "drain and settle; publisher excluded (one-off container); worker start-up included",
            "workloads": {k: v["what"] for k, v in COST_WORKLOADS.items()}}
     compose("stop", *COST_STOPPED, check=False)
+    compose("start", *OBSERVABILITY)  # running already after `make up`; again if a run was interrupted
     results = ResultCount(env)
     try:
         stack_conf, ref_conf = {}, CELERY_DEFAULTS
         out["idle_cores"] = {"stack": round(idle_rate(eng), 3)}
         log("6. cost: worker-high's own start-up, queue empty")
-        compose("stop", "worker-high")
-        compose("start", "worker-high")
-        cid = service_container(eng, "worker-high")
+        stop_service(eng, "worker-high")
+        cid = start_service(eng, "worker-high")
         wait_for(lambda: any(re.search(r" ready\.$", m) for t, m in worker_log(eng, cid) if t >= started_at(eng, cid)),
                  120, "worker-high ready", interval=1)
         time.sleep(3)
@@ -855,14 +876,10 @@ def cost_part(n: int) -> dict:
         out["stack"] = {}
         for name, w in COST_WORKLOADS.items():
             log(f"6. cost, stack: {name}")
-            compose("stop", w["service"])
+            stop_service(eng, w["service"])
             units = max(1, n // w["tasks_per_unit"])
-
-            def start_stack_worker(service=w["service"]):
-                compose("start", service)
-                return service_container(eng, service)
-
-            fig, cid = drain(eng, results, w, units, out["idle_cores"]["stack"], stack_conf, start_stack_worker)
+            fig, cid = drain(eng, results, w, units, out["idle_cores"]["stack"], stack_conf,
+                             lambda service=w["service"]: start_service(eng, service))
             fig["restart_to_first_task"] = first_task(eng, cid)
             out["stack"][name] = fig
             log(f"  {fig['total_cpu_s_per_1000_tasks']} CPU-s per 1000 tasks, drain {fig['drain_seconds']} s")
@@ -874,7 +891,7 @@ def cost_part(n: int) -> dict:
         ref_name = f"{os.environ['COMPOSE_PROJECT_NAME']}-cost-reference"
         for name, w in COST_WORKLOADS.items():
             log(f"6. cost, reference: {name}")
-            compose("stop", w["service"])
+            stop_service(eng, w["service"])
             units = max(1, n // w["tasks_per_unit"])
 
             def start_reference_worker(service=w["service"]):
@@ -890,7 +907,7 @@ def cost_part(n: int) -> dict:
             finally:
                 eng._call("POST", f"/containers/{ref_name}/stop?t=30", timeout=60, ok=(204, 304, 404))
                 eng._call("DELETE", f"/containers/{ref_name}?force=true", ok=(200, 204, 404))
-                compose("start", w["service"])
+                start_service(eng, w["service"])
             out["reference"][name] = fig
             log(f"  {fig['total_cpu_s_per_1000_tasks']} CPU-s per 1000 tasks, drain {fig['drain_seconds']} s")
         compose("start", *OBSERVABILITY)
@@ -1068,6 +1085,11 @@ def cost_summary(res: dict) -> list[str]:
         L.append(f"| New worker-high replica (`compose up --scale`, backlog waiting): container start to first task "
                  f"succeeded | {cold['first_succeeded']} s (worker ready at {cold.get('ready')} s, first task received "
                  f"at {cold.get('first_received')} s) | <= 5 s | {met(cold['first_succeeded'] <= 5)} |")
+    restarts = [f"{s} {w}: {', '.join(c[s][w]['restarted_in_window'])}" for s in setups for w in ws
+                if c[s][w].get("restarted_in_window")]
+    if restarts:
+        L += ["", "Containers that restarted during a window (counted from their restart only): "
+              + "; ".join(restarts) + "."]
     L += ["", f"![cost per task by service]({c['plot']})", ""]
     return L
 

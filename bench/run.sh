@@ -10,7 +10,7 @@
 #   6 (cost): on that stack, CPU per task of every container (whole stack, by service) for three
 #       workloads, against a plain-Celery reference; a new worker replica's start to first task.
 #
-# Only the cost benchmark (about 10 minutes; its own project celery-stack-bench-cost; replaces
+# Only the cost benchmark (about 7 minutes; its own project celery-stack-bench-cost; replaces
 # only the cost section of SUMMARY.md and latest.json):
 #   bench/run.sh cost      or      BENCH_ONLY=cost make bench
 #

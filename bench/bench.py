@@ -801,10 +801,12 @@ def drain(eng, results: ResultCount, workload: dict, units: int, idle: float, co
 
 
 def service_container(eng, service: str) -> str:
+    """The service's first replica (after benchmark 4 the autoscaler may leave stopped ones)."""
     found = [c for c in eng.service_containers(os.environ["COMPOSE_PROJECT_NAME"], service)
-             if c["Labels"].get("com.docker.compose.oneoff", "False") != "True"]
+             if c["Labels"].get("com.docker.compose.oneoff", "False") != "True"
+             and c["Labels"].get("com.docker.compose.container-number", "1") == "1"]
     if len(found) != 1:
-        raise RuntimeError(f"{service}: {len(found)} replicas, expected 1")
+        raise RuntimeError(f"{service}: {len(found)} first replicas")
     return found[0]["Id"]
 
 

@@ -5,11 +5,11 @@ Every comparison is made within one run and reported as a ratio: the machine is 
 Host part (1-3): processes started from the app's venv with the stack's real settings
 (services/app config), a private redis-server on a free loopback port (AOF everysec, like the
 Compose Redis) and a scratch Postgres database `celery_stack_bench` on 127.0.0.1 (the result
-backend). Stack part (4-5): the Compose stack under the engine tools/compose.sh finds, as its own
-project (bench/run.sh starts it). Every load loop is bounded in count and time; all traffic stays
+backend). Stack part (4-5) and the cost part (6): the Compose stack under the engine tools/compose.sh
+finds, as its own project (bench/run.sh starts it). Every load loop is bounded in count and time; all traffic stays
 on loopback or the bench's own containers.
 
-Usage (bench/run.sh does this): bench.py host | stack | report
+Usage (bench/run.sh does this): bench.py host | stack | cost | report
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -588,6 +589,375 @@ def stack_part(n: int, task_seconds: float) -> dict:
     return out
 
 
+# ==== cost part: benchmark 6 ======================================================================
+#
+# CPU per task of every container of the stack, during a drain: the pool's worker is stopped, the
+# tasks are published by a one-off container (the client: its CPU is not the stack's), the worker is
+# started, and each container's cumulative CPU (the engine's stats API: the cgroup's usage) is read
+# before the publish and after the drain, once the stack is back at idle. Then the same with the
+# plain-Celery reference: the same image, app, container limits, Redis and Postgres result backend,
+# Flower and both exporters stopped, the worker run with Celery's defaults (bench/benchapp.py,
+# CELERY_DEFAULTS: no task events) in a one-off container of the pool's service.
+
+OBSERVABILITY = ("flower", "exporter", "queue-metrics")
+# The autoscaler would add replicas during the drains; it is opt-in, not part of `make up`.
+COST_STOPPED = ("autoscaler", "engine-proxy")
+REPORT_CHUNKS = [[1.0] * 100] * 4  # one report: 4 xsum + count_widgets, compile_report, publish_report
+COST_WORKLOADS = {  # name -> the pool's service, what one published unit is, tasks per unit
+    "no-op": {"service": "worker-high", "tasks_per_unit": 1,
+              "publish": "tasks.add.apply_async((1, 2))", "what": "`add`"},
+    "10 ms I/O": {"service": "worker-default", "tasks_per_unit": 1,
+                  "publish": "tasks.long_job.apply_async(kwargs={'seconds': 0.01, 'steps': 1})",
+                  "what": "`long_job(seconds=0.01, steps=1)`: a 10 ms sleep, its STARTED and PROGRESS states "
+                          "written too (the app has no plainer sleeping task)"},
+    "report workflow": {"service": "worker-default", "tasks_per_unit": len(REPORT_CHUNKS) + 3,
+                        "publish": f"tasks.report_workflow('bench', {REPORT_CHUNKS!r}).apply_async()",
+                        "what": f"`report_workflow` ({len(REPORT_CHUNKS)} chunks of 100: chain(chord(xsum x "
+                                f"{len(REPORT_CHUNKS)} + count_widgets -> compile_report) -> publish_report))"},
+}
+
+
+def engine():
+    from celery_stack_metrics.engine import Engine
+
+    return Engine(os.environ["DOCKER_HOST"])
+
+
+def project_containers(eng) -> list[dict]:
+    """The running containers of this Compose project, one-off ones (compose run) included."""
+    return eng._call("GET", "/containers/json?" + urllib.parse.urlencode(
+        {"filters": json.dumps({"label": [f"com.docker.compose.project={os.environ['COMPOSE_PROJECT_NAME']}"]})}))
+
+
+def cpu_snapshot(eng) -> dict:
+    """Container id -> (service, start time, cumulative CPU seconds) for every running container
+    but the publisher. A container that starts later counts from zero: its cgroup is new."""
+    snap = {}
+    for c in project_containers(eng):
+        name = c["Names"][0].lstrip("/")
+        if name.endswith("-cost-publisher"):
+            continue
+        stats = eng._call("GET", f"/containers/{c['Id']}/stats?stream=false&one-shot=true")
+        snap[c["Id"]] = (c["Labels"].get("com.docker.compose.service", name), started_at(eng, c["Id"]),
+                         stats["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9)
+    return snap
+
+
+def cpu_by_service(before: dict, after: dict) -> tuple[dict, list]:
+    """CPU seconds per service between two snapshots, and the services of containers that
+    restarted in between: those count from their restart (their cgroup starts again at zero), so
+    the CPU they used before it is missing."""
+    out, restarted = {}, []
+    for cid, (svc, started, t) in after.items():
+        if cid in before and before[cid][1] != started:
+            restarted.append(svc)
+        elif cid in before:
+            t -= before[cid][2]
+        out[svc] = out.get(svc, 0.0) + t
+    return out, sorted(set(restarted))
+
+
+def total_cpu(eng) -> float:
+    return sum(t for _, _, t in cpu_snapshot(eng).values())
+
+
+def idle_rate(eng, seconds=15.0) -> float:
+    """CPU cores the stack uses at rest (healthchecks, exporters' polling, beat)."""
+    a = total_cpu(eng)
+    time.sleep(seconds)
+    return (total_cpu(eng) - a) / seconds
+
+
+def settle(eng, idle: float, limit=90.0) -> float:
+    """Wait until the stack is back at its idle CPU (Flower and the exporters may still be
+    decoding the drain's last events), at most `limit` seconds. Returns the seconds waited."""
+    t0, prev = time.monotonic(), total_cpu(eng)
+    while time.monotonic() - t0 < limit:
+        time.sleep(2)
+        now = total_cpu(eng)
+        if (now - prev) / 2 <= idle * 1.5 + 0.03:
+            break
+        prev = now
+    return round(time.monotonic() - t0, 1)
+
+
+class ResultCount:
+    """One psql session in the postgres container for the whole benchmark: polling the result
+    count every second starts no process and no backend there (a `compose exec` per poll would)."""
+
+    def __init__(self, env):
+        self.p = subprocess.Popen(
+            [str(ROOT / "tools" / "compose.sh"), "exec", "-T", "postgres", "psql", "-U", env.get("POSTGRES_USER", "app"),
+             "-d", env.get("POSTGRES_DB", "app"), "-tAq", "-v", "ON_ERROR_STOP=1"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def query(self, sql: str) -> str:
+        self.p.stdin.write(sql + "\n")
+        self.p.stdin.flush()
+        line = self.p.stdout.readline()
+        if not line:
+            raise RuntimeError("the psql session in the postgres container ended")
+        return line.strip()
+
+    def reset(self):
+        self.query("DELETE FROM django_celery_results_taskresult; DELETE FROM django_celery_results_chordcounter; "
+                   "SELECT 1;")
+
+    def succeeded(self) -> int:
+        return int(self.query("SELECT count(*) FROM django_celery_results_taskresult WHERE status = 'SUCCESS';"))
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait(30)
+
+
+def one_off(service: str, name: str, conf: dict, *options: str) -> list[str]:
+    """`compose run` arguments for a one-off container of `service` with bench/benchapp.py mounted
+    and BENCH_CELERY_CONF applied: the publisher, and the reference's worker."""
+    return ["run", *options, "--no-deps", "--name", f"{os.environ['COMPOSE_PROJECT_NAME']}-{name}",
+            "-v", f"{BENCH}:/bench:ro", "-e", "PYTHONPATH=/bench:/app", "-e", f"BENCH_CELERY_CONF={json.dumps(conf)}",
+            service]
+
+
+def publish(workload: dict, units: int, conf: dict) -> float:
+    """Publish `units` of the workload from a one-off container; returns the seconds it took."""
+    code = ("import django; django.setup(); import benchapp; from jobs import tasks\n"
+            f"for _ in range({units}): {workload['publish']}\n")
+    t = time.monotonic()
+    compose(*one_off(workload["service"], "cost-publisher", conf, "--rm", "-T"), "python", "-c", code, timeout=600)
+    return round(time.monotonic() - t, 1)
+
+
+def worker_log(eng, cid: str) -> list[tuple[float, str]]:
+    """(time, message) of a worker container's JSON log lines (config/logs.py: `time` is UTC with
+    milliseconds; the engine's own timestamps are whole seconds under Podman). The API multiplexes
+    stdout and stderr into frames (8-byte header: stream, 0, 0, 0, big-endian length)."""
+    conn = eng._connection(30)
+    try:
+        conn.request("GET", f"/v1.41/containers/{cid}/logs?stdout=1&stderr=1")
+        raw = conn.getresponse().read()
+    finally:
+        conn.close()
+    if raw[:1] in (b"\x00", b"\x01", b"\x02") and raw[1:4] == b"\x00\x00\x00":
+        chunks, i = [], 0
+        while i + 8 <= len(raw):
+            size = int.from_bytes(raw[i + 4:i + 8], "big")
+            chunks.append(raw[i + 8:i + 8 + size])
+            i += 8 + size
+        raw = b"".join(chunks)
+    out = []
+    for line in raw.decode(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+            t = datetime.strptime(rec["time"], "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC)
+        except (ValueError, KeyError, TypeError):
+            continue
+        out.append((t.timestamp(), str(rec.get("message", ""))))
+    return out
+
+
+def started_at(eng, cid: str) -> float:
+    stamp = eng.inspect(cid)["State"]["StartedAt"]
+    return datetime.fromisoformat(re.sub(r"(\.\d{6})\d*", r"\1", stamp).replace("Z", "+00:00")).timestamp()
+
+
+def first_task(eng, cid: str) -> dict | None:
+    """Seconds from the container's start (the engine's StartedAt) to the worker's `ready`, its
+    first task received and its first task succeeded (the worker's JSON log)."""
+    t0, got = started_at(eng, cid), {}
+    for t, text in worker_log(eng, cid):
+        if t < t0:  # a restarted container keeps the lines of its earlier runs
+            continue
+        for key, pattern in (("ready", r" ready\.$"), ("first_received", r"\] received$"),
+                             ("first_succeeded", r"\] succeeded in ")):
+            if key not in got and re.search(pattern, text):
+                got[key] = round(t - t0, 2)
+    return got if "first_succeeded" in got else None
+
+
+def drain(eng, results: ResultCount, workload: dict, units: int, idle: float, conf: dict, start_worker, limit=900):
+    """One measured drain: the pool's worker is already stopped. Returns the figures and the
+    container id of the worker that ran it."""
+    results.reset()
+    before = cpu_snapshot(eng)
+    t0 = time.monotonic()
+    pub_s = publish(workload, units, conf)
+    t_start = time.monotonic()
+    worker_id = start_worker()
+    expected = units * workload["tasks_per_unit"]
+    wait_for(lambda: results.succeeded() >= expected, limit, f"drain of {expected} tasks", interval=1)
+    drain_s = time.monotonic() - t_start
+    settle_s = settle(eng, idle)
+    after = cpu_snapshot(eng)
+    window = time.monotonic() - t0
+    cpu, restarted = cpu_by_service(before, after)
+    if restarted:
+        log(f"  restarted during the window (counted from their restart): {restarted}")
+    return {"restarted_in_window": restarted, "tasks": expected, "units": units, "publish_seconds": pub_s, "drain_seconds": round(drain_s, 1),
+            "settle_seconds": settle_s, "window_seconds": round(window, 1),
+            "idle_cpu_seconds_in_window": round(idle * window, 2),
+            "cpu_s_per_1000_tasks": {k: round(v * 1000 / expected, 3) for k, v in sorted(cpu.items())},
+            "total_cpu_s_per_1000_tasks": round(sum(cpu.values()) * 1000 / expected, 3)}, worker_id
+
+
+def service_container(eng, service: str) -> str:
+    """The service's first replica (after benchmark 4 the autoscaler may leave stopped ones)."""
+    found = [c for c in eng.service_containers(os.environ["COMPOSE_PROJECT_NAME"], service)
+             if c["Labels"].get("com.docker.compose.oneoff", "False") != "True"
+             and c["Labels"].get("com.docker.compose.container-number", "1") == "1"]
+    if len(found) != 1:
+        raise RuntimeError(f"{service}: {len(found)} first replicas")
+    return found[0]["Id"]
+
+
+def stop_service(eng, service: str):
+    """Through the engine, not `compose stop`/`start`: `compose start` starts the service's
+    dependencies too, and so runs the one-shot `migrate` again."""
+    eng._call("POST", f"/containers/{service_container(eng, service)}/stop", timeout=420, ok=(204, 304))
+
+
+def start_service(eng, service: str) -> str:
+    cid = service_container(eng, service)
+    eng._call("POST", f"/containers/{cid}/start", timeout=60, ok=(204, 304))
+    return cid
+
+
+def proc_tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its descendants, live ones and reaped ones (cutime/cstime)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def host_worker_cpu(n: int) -> dict:
+    """The same worker and settings as worker-high (prefork c=4, stack settings, INFO) on the
+    host (benchmarks 1-3's setup), the same method: start-up included, n no-op tasks."""
+    h = Host()
+    try:
+        h.reset()
+        h.prefill(n, "high")
+        p = h.worker("costhost", "high", concurrency=4, limits=POOLS["high"]["limits"])
+        t = time.monotonic()
+        wait_for(lambda: h.TaskResult.objects.filter(status="SUCCESS").count() >= n, 600, "host drain", interval=0.5)
+        drain_s = time.monotonic() - t
+        cpu = proc_tree_cpu(p.pid)
+        h.stop(p)
+    finally:
+        h.close()
+    return {"tasks": n, "drain_seconds": round(drain_s, 1), "cpu_s_per_1000_tasks": round(cpu * 1000 / n, 3)}
+
+
+def cost_part(n: int) -> dict:
+    env = read_env_file(os.environ["ENV_FILE"])
+    eng = engine()
+    out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "tasks_per_workload": n,
+           "method": "engine stats API (cgroup CPU usage) per container, read before the publish and after the "
+                     "drain and settle; publisher excluded (one-off container); worker start-up included",
+           "workloads": {k: v["what"] for k, v in COST_WORKLOADS.items()}}
+    compose("stop", *COST_STOPPED, check=False)
+    compose("start", *OBSERVABILITY)  # running already after `make up`; again if a run was interrupted
+    results = ResultCount(env)
+    try:
+        stack_conf, ref_conf = {}, CELERY_DEFAULTS
+        out["idle_cores"] = {"stack": round(idle_rate(eng), 3)}
+        log("6. cost: worker-high's own start-up, queue empty")
+        stop_service(eng, "worker-high")
+        cid = start_service(eng, "worker-high")
+        wait_for(lambda: any(re.search(r" ready\.$", m) for t, m in worker_log(eng, cid) if t >= started_at(eng, cid)),
+                 120, "worker-high ready", interval=1)
+        time.sleep(3)
+        out["worker_start_cpu_s"] = round(cpu_snapshot(eng)[cid][2], 2)
+        out["stack"] = {}
+        for name, w in COST_WORKLOADS.items():
+            log(f"6. cost, stack: {name}")
+            stop_service(eng, w["service"])
+            units = max(1, n // w["tasks_per_unit"])
+            fig, cid = drain(eng, results, w, units, out["idle_cores"]["stack"], stack_conf,
+                             lambda service=w["service"]: start_service(eng, service))
+            fig["restart_to_first_task"] = first_task(eng, cid)
+            out["stack"][name] = fig
+            log(f"  {fig['total_cpu_s_per_1000_tasks']} CPU-s per 1000 tasks, drain {fig['drain_seconds']} s")
+
+        log("6. cost, plain Celery reference: Flower and both exporters stopped, Celery defaults")
+        compose("stop", *OBSERVABILITY)
+        out["idle_cores"]["reference"] = round(idle_rate(eng), 3)
+        out["reference"] = {}
+        ref_name = f"{os.environ['COMPOSE_PROJECT_NAME']}-cost-reference"
+        for name, w in COST_WORKLOADS.items():
+            log(f"6. cost, reference: {name}")
+            stop_service(eng, w["service"])
+            units = max(1, n // w["tasks_per_unit"])
+
+            def start_reference_worker(service=w["service"]):
+                queues = json.loads(compose("config", "--format", "json"))["services"][service]["environment"][
+                    "CELERY_WORKER_QUEUES"]
+                compose(*one_off(service, "cost-reference", ref_conf, "--detach"), "celery", "--app", "benchapp", "--quiet", "worker", "--queues", queues,
+                        "--hostname", "reference@%h", "--pool", "prefork", "--loglevel", "WARNING")
+                return ref_name
+
+            try:
+                fig, _ = drain(eng, results, w, units, out["idle_cores"]["reference"], ref_conf,
+                               start_reference_worker)
+            finally:
+                eng._call("POST", f"/containers/{ref_name}/stop?t=30", timeout=60, ok=(204, 304, 404))
+                eng._call("DELETE", f"/containers/{ref_name}?force=true", ok=(200, 204, 404))
+                start_service(eng, w["service"])
+            out["reference"][name] = fig
+            log(f"  {fig['total_cpu_s_per_1000_tasks']} CPU-s per 1000 tasks, drain {fig['drain_seconds']} s")
+        compose("start", *OBSERVABILITY)
+
+        log("6. cold start: a second worker-high replica while a backlog waits")
+        results.reset()
+        publish(COST_WORKLOADS["no-op"], n, stack_conf)
+        old = {c["Id"] for c in project_containers(eng)}
+        compose("up", "--detach", "--no-recreate", "--no-deps", "--scale", "worker-high=2", "worker-high")
+        new = [c["Id"] for c in project_containers(eng) if c["Id"] not in old
+               and c["Labels"].get("com.docker.compose.service") == "worker-high"]
+        cold = wait_for(lambda: first_task(eng, new[0]), 120, "the new replica's first task", interval=1)
+        out["cold_start"] = cold
+        log(f"  new replica: {cold}")
+        compose("up", "--detach", "--no-recreate", "--no-deps", "--scale", "worker-high=1", "worker-high")
+    finally:
+        results.close()
+    log("6. the same worker on the host (no-op)")
+    out["host_worker"] = host_worker_cpu(n)  # last: Host() sets the host's broker URL in os.environ
+    plot_cost(out, RESULTS / "cost.png")
+    out["plot"] = "cost.png"
+    return out
+
+
+def plot_cost(cost: dict, path: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars = [(f"{w}\n{setup}", cost[setup][w]["cpu_s_per_1000_tasks"])
+            for w in COST_WORKLOADS for setup in ("stack", "reference")]
+    services = sorted({s for _, split in bars for s in split},
+                      key=lambda s: -sum(split.get(s, 0) for _, split in bars))
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    bottom = [0.0] * len(bars)
+    colors = plt.get_cmap("tab20").colors
+    for i, svc in enumerate(services):
+        vals = [split.get(svc, 0) for _, split in bars]
+        ax.bar([b[0] for b in bars], vals, bottom=bottom, label=svc, color=colors[i % len(colors)])
+        bottom = [a + b for a, b in zip(bottom, vals, strict=True)]
+    ax.set_ylabel("CPU-seconds per 1,000 tasks")
+    ax.set_title(f"Whole-stack CPU per task by service ({cost['tasks_per_workload']} tasks per workload, one run)")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 # ==== report ======================================================================================
 
 
@@ -648,7 +1018,82 @@ def summary(res: dict) -> str:
               f"spends {prof['main']['cpu_ms_per_task']} ms of CPU per task ({top('main')}); the pool children "
               f"{prof['pool children']['cpu_ms_per_task']} ms ({top('pool children')}).", ""]
     L += ["![autoscaling](autoscale.png)", ""]
+    if "cost" in res:
+        L += cost_summary(res)
     return "\n".join(L)
+
+
+def cost_summary(res: dict) -> list[str]:
+    c = res["cost"]
+    ws = list(c["stack"])
+    setups = ("stack", "reference")
+    per = {(s, w): c[s][w]["cpu_s_per_1000_tasks"] for s in setups for w in ws}
+    services = sorted({svc for split in per.values() for svc in split}, key=lambda x: -per[("stack", ws[0])].get(x, 0))
+
+    def share(w):
+        return sum(per[("stack", w)].get(x, 0) for x in OBSERVABILITY) / c["stack"][w]["total_cpu_s_per_1000_tasks"]
+
+    def met(ok):
+        return "met" if ok else "**missed**"
+
+    noop = ws[0]
+    stack_total, ref_total = (c[s][noop]["total_cpu_s_per_1000_tasks"] for s in setups)
+    worker = per[("stack", noop)][COST_WORKLOADS[noop]["service"]]
+    host = c["host_worker"]["cpu_s_per_1000_tasks"]
+    cold = c["cold_start"]
+    L = [f"## Whole-stack cost per task (benchmark 6, {c['date']}, {c['tasks_per_workload']} tasks per workload)", "",
+         "CPU-seconds per 1,000 tasks (the same number is CPU-ms per task), for every container of the Compose "
+         "stack, split by service: each container's cumulative CPU from the engine's stats API (its cgroup's usage), "
+         "read before the tasks are published and after the pool's worker has drained them and the stack is back at "
+         "idle. The pool's worker is stopped first and started after the publish, so its start-up is included "
+         f"(worker-high alone, queue empty: {c.get('worker_start_cpu_s')} CPU-s). The publisher is a one-off "
+         "container and is not counted (it is the client). Containers at rest use "
+         f"{c['idle_cores']['stack']} cores (stack) and {c['idle_cores']['reference']} (reference); that idle CPU "
+         "is part of each window. Autoscaler and engine proxy stopped (opt-in, not part of `make up`).", "",
+         "Reference, plain Celery: the same stack with Flower, celery-exporter and celery-stack-metrics stopped, and "
+         "the pool's worker in a one-off container of the same service (same image, app, concurrency and container "
+         "limits, same Redis broker and Postgres result backend) run with Celery's defaults (bench/benchapp.py, "
+         "`CELERY_DEFAULTS`: no task events, prefetch 4, no extended results, log level WARNING); its publisher "
+         "sends no task-sent events either. Same work, same backend: only what the stack adds differs.", "",
+         "Workloads: " + "; ".join(f"{w}: {what}" for w, what in c["workloads"].items()) + ".", "",
+         "| Service | " + " | ".join(f"{w}, {s}" for w in ws for s in setups) + " |",
+         "|---|" + "---:|" * (2 * len(ws))]
+    for svc in services:
+        L.append(f"| {svc} | " + " | ".join(f"{per[(s, w)][svc]:.2f}" if svc in per[(s, w)] else "-"
+                                            for w in ws for s in setups) + " |")
+    L.append("| **whole stack** | " + " | ".join(f"**{c[s][w]['total_cpu_s_per_1000_tasks']:.2f}**"
+                                                for w in ws for s in setups) + " |")
+    L.append("| drain, tasks/s (worker start-up included) | " + " | ".join(
+        f"{c[s][w]['tasks'] / c[s][w]['drain_seconds']:.0f}" for w in ws for s in setups) + " |")
+    L += ["", "Stack over reference: " + ", ".join(
+        f"{w} {c['stack'][w]['total_cpu_s_per_1000_tasks'] / c['reference'][w]['total_cpu_s_per_1000_tasks']:.2f}x"
+        for w in ws) + ". Flower + both exporters' share of the stack's CPU: "
+          + ", ".join(f"{w} {share(w):.0%}" for w in ws) + ".", "",
+          "| Target (issue #17, ratios from this run) | Result | Target | Met |", "|---|---|---|---|",
+          f"| Whole-stack CPU per no-op task vs plain Celery | {stack_total:.2f} vs {ref_total:.2f} CPU-s per 1,000 = "
+          f"{stack_total / ref_total:.2f}x | <= 1.25x | {met(stack_total / ref_total <= 1.25)} |",
+          f"| Observability share (Flower + celery-exporter + celery-stack-metrics; the worker's cost of publishing "
+          f"events is inside its own figure, not separated) | {share(noop):.0%} of the no-op whole-stack CPU | <= 15 % | "
+          f"{met(share(noop) <= 0.15)} |",
+          f"| Stack worker in its container vs the same worker and settings on the host (no-op, prefork c=4, "
+          f"start-up included on both) | {worker:.2f} vs {host:.2f} CPU-s per 1,000 = {worker / host:.2f}x | <= 1.2x | "
+          f"{met(worker / host <= 1.2)} |"]
+    api = res.get("api") or {}
+    if api.get("p50") and api.get("p99"):
+        r = _ms(api["p99"]) / _ms(api["p50"])
+        L.append(f"| Enqueue API p99 / p50, {api['connections']} connections (benchmark 3, run of {res['date']}) | "
+                 f"{api['p99']} / {api['p50']} = {r:.1f}x | <= 4x | {met(r <= 4)} |")
+    if cold:
+        L.append(f"| New worker-high replica (`compose up --scale`, backlog waiting): container start to first task "
+                 f"succeeded | {cold['first_succeeded']} s (worker ready at {cold.get('ready')} s, first task received "
+                 f"at {cold.get('first_received')} s) | <= 5 s | {met(cold['first_succeeded'] <= 5)} |")
+    restarts = [f"{s} {w}: {', '.join(c[s][w]['restarted_in_window'])}" for s in setups for w in ws
+                if c[s][w].get("restarted_in_window")]
+    if restarts:
+        L += ["", "Containers that restarted during a window (counted from their restart only): "
+              + "; ".join(restarts) + "."]
+    L += ["", f"![cost per task by service]({c['plot']})", ""]
+    return L
 
 
 def main() -> int:
@@ -660,16 +1105,25 @@ def main() -> int:
     elif what == "stack":
         partial.write_text(json.dumps(stack_part(int(os.environ.get("BENCH_BURST", "10000")),
                                                  float(os.environ.get("BENCH_TASK_SECONDS", "0.1"))), indent=1))
+    elif what == "cost":
+        partial.write_text(json.dumps(cost_part(int(os.environ.get("BENCH_COST_TASKS", "2000"))), indent=1))
     elif what == "report":
-        host = json.loads((RESULTS / "partial-host.json").read_text())
-        stack = json.loads((RESULTS / "partial-stack.json").read_text())
-        res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               "machine": f"{os.cpu_count()} CPUs, {os.uname().release}", **host, **stack}
-        res["environment"] = {"host": host["environment"], "stack": stack["environment"]}
+        # A full run replaces every figure; `bench/run.sh cost` replaces only the cost section.
+        parts = {p: RESULTS / f"partial-{p}.json" for p in ("host", "stack", "cost")}
+        if parts["host"].exists() and parts["stack"].exists():
+            host = json.loads(parts["host"].read_text())
+            stack = json.loads(parts["stack"].read_text())
+            res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                   "machine": f"{os.cpu_count()} CPUs, {os.uname().release}", **host, **stack}
+            res["environment"] = {"host": host["environment"], "stack": stack["environment"]}
+        else:
+            res = json.loads((RESULTS / "latest.json").read_text())
+        if parts["cost"].exists():
+            res["cost"] = json.loads(parts["cost"].read_text())
         (RESULTS / "latest.json").write_text(json.dumps(res, indent=1) + "\n")
         (RESULTS / "SUMMARY.md").write_text(summary(res))
-        for p in ("partial-host.json", "partial-stack.json"):
-            (RESULTS / p).unlink()
+        for p in parts.values():
+            p.unlink(missing_ok=True)
         print((RESULTS / "SUMMARY.md").read_text())
     else:
         print(__doc__)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make bench: the five benchmarks (bench/bench.py), then bench/results/latest.json + SUMMARY.md.
+# make bench: the six benchmarks (bench/bench.py), then bench/results/latest.json + SUMMARY.md.
 # Slow and noisy by nature: never part of `make test` or CI.
 #
 #   1-3 (host): processes from services/app/.venv with the stack's settings, a private
@@ -7,9 +7,16 @@
 #       (tools/ensure-services.sh makes sure Postgres answers).
 #   4-5 (stack): the Compose stack with the autoscaler (AUTOSCALE=1) as its own project
 #       (celery-stack-bench: own env file and free ports, like make e2e), removed on exit.
+#   6 (cost): on that stack, CPU per task of every container (whole stack, by service) for three
+#       workloads, against a plain-Celery reference; a new worker replica's start to first task.
+#
+# Only the cost benchmark (about 7 minutes; its own project celery-stack-bench-cost; replaces
+# only the cost section of SUMMARY.md and latest.json):
+#   bench/run.sh cost      or      BENCH_ONLY=cost make bench
 #
 # Env: BENCH_TASKS (no-op tasks per throughput run, default 3000), BENCH_BURST (default 10000),
-#      BENCH_TASK_SECONDS (sleep of each burst task, default 0.1), BENCH_MAX_REPLICAS (default 6).
+#      BENCH_TASK_SECONDS (sleep of each burst task, default 0.1), BENCH_MAX_REPLICAS (default 6),
+#      BENCH_COST_TASKS (tasks per cost workload, default 2000), BENCH_ONLY (= the argument).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -25,13 +32,22 @@ tools/ensure-services.sh >/dev/null
 (cd services/app && uv sync --locked -q)
 py() { uv run -q --project services/app --locked --with matplotlib==3.9.4 --with py-spy==0.4.1 python bench/bench.py "$@"; }
 
-say "host benchmarks (1-3)"
-py host
+only=${1:-${BENCH_ONLY:-}}
+case "$only" in
+    "" | cost) ;;
+    *) echo "usage: bench/run.sh [cost]   (or BENCH_ONLY=cost make bench)" >&2; exit 2 ;;
+esac
+if [ -z "$only" ]; then
+    say "host benchmarks (1-3)"
+    py host
+fi
 
 # shellcheck source=tools/isolated-stack.sh
 . tools/isolated-stack.sh
-isolated_work bench
-export COMPOSE_PROJECT_NAME=celery-stack-bench AUTOSCALE=1
+isolated_work "bench${only:+-$only}"
+export COMPOSE_PROJECT_NAME="celery-stack-bench${only:+-$only}"
+# The autoscaler only for 4-5; the cost benchmark stops it anyway (its drains are measured at one replica).
+[ -n "$only" ] || export AUTOSCALE=1
 cleanup() {
     local rc=$?
     set +e
@@ -40,7 +56,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-isolated_env_file bench
+isolated_env_file "bench${only:+-$only}"
 # The chart's defaults, except max replicas (one host) and a scale-down window short enough
 # for the footprint step to find the stack back at one replica.
 cat >> "$ENV_FILE" <<EOT
@@ -49,11 +65,12 @@ AUTOSCALE_SCALE_DOWN_STABILIZATION_WINDOW=60
 AUTOSCALE_SCALE_DOWN_PERCENT=100
 EOT
 ensure_engine
-# The engine socket tools/compose.sh uses, for the engine API calls of benchmarks 4-5.
+# The engine socket tools/compose.sh uses, for the engine API calls of benchmarks 4-6.
 DOCKER_HOST=$(COMPOSE_SH_QUIET='' tools/compose.sh version 2>&1 >/dev/null | sed -n 's/.*(\(unix:[^)]*\)).*/\1/p')
 export DOCKER_HOST
-say "stack benchmarks (4-5) on $DOCKER_HOST"
+say "stack benchmarks (${only:-4-6}) on $DOCKER_HOST"
 timeout 1500 make --no-print-directory images >"$ISOLATED_WORK/images.log" 2>&1 || { tail -30 "$ISOLATED_WORK/images.log"; exit 1; }
 timeout 420 make --no-print-directory up >"$ISOLATED_WORK/up.log" 2>&1 || { tail -30 "$ISOLATED_WORK/up.log"; exit 1; }
-py stack
+[ -n "$only" ] || py stack
+py cost
 py report

@@ -324,7 +324,9 @@ if BROKER_IS_SQS:
     # startup); this one is used only for queues kombu creates (no SQS_ACCOUNT_ID).
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT,
-        **sqs.transport_options(CELERY_BROKER_URL, _queue_names, BROKER_TIMEOUT),
+        **sqs.transport_options(
+            CELERY_BROKER_URL, _queue_names, BROKER_TIMEOUT, BROKER_CONFIRM_TIMEOUT
+        ),
     }
 CELERY_BROKER_CONNECTION_TIMEOUT = BROKER_TIMEOUT
 # RabbitMQ: AMQP heartbeats every 10 s, so the broker drops a connection cut off by a partition

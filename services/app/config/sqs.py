@@ -77,7 +77,7 @@ def queue_url(name: str, url: str, account: str, region_name: str, prefix: str) 
 
 
 def transport_options(
-    url: str, queue_names: list[str], timeout: float, prefix: str | None = None
+    url: str, queue_names: list[str], connect_timeout: float, read_timeout: float, prefix=None
 ) -> dict:
     """kombu's SQS transport options for these queues (config/settings.py)."""
     check_url(url)
@@ -89,12 +89,14 @@ def transport_options(
         # Long polling: an idle worker asks every 10 s instead of every second.
         "wait_time_seconds": 10,
         "polling_interval": 0,
-        # boto3's own client (publish, ack, queue attributes): bounded like the other brokers,
-        # so a silent endpoint costs the API one attempt of `timeout`, then 503. (Receiving
-        # uses kombu's curl client, whose long poll is not bounded by these.)
+        # boto3's own client (publish, ack, queue attributes): SQS answers in milliseconds, so
+        # like RabbitMQ's confirm a reply gets 1 s, and with Celery's one publish retry a silent
+        # endpoint costs the API about 2 s before its 503. (Receiving uses kombu's curl client,
+        # whose long poll these do not bound.) A lost ack means a redelivery, which
+        # RecordingTask does not run again once it has succeeded.
         "client-config": {
-            "connect_timeout": timeout,
-            "read_timeout": timeout,
+            "connect_timeout": connect_timeout,
+            "read_timeout": read_timeout,
             "retries": {"total_max_attempts": 1},
         },
     }

@@ -369,6 +369,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # Django's LOGGING (JSON) configures e
 # fanout for them (nor for remote control): off there, and nothing in the app relies on them.
 CELERY_WORKER_SEND_TASK_EVENTS = not BROKER_IS_SQS
 CELERY_TASK_SEND_SENT_EVENT = not BROKER_IS_SQS
+CELERY_WORKER_ENABLE_REMOTE_CONTROL = not BROKER_IS_SQS  # Celery skips it there anyway
 # STARTED costs a result-backend write per task; only tasks that run long enough for someone to
 # watch them set track_started (jobs/tasks.py). Events report every start anyway.
 CELERY_TASK_TRACK_STARTED = False

@@ -16,7 +16,8 @@ is an SQS-compatible server reached over plain HTTP (the tests' moto server, Com
 What SQS does not do, and how the app copes (README: brokers):
 - countdown/ETA: the message waits in SQS (DelaySeconds, at most 15 minutes), not unacked in a
   worker, so API_MAX_COUNTDOWN is at most 900 and the queue's visibility timeout covers only
-  the hard time limit;
+  the hard time limit (a longer countdown, which the API refuses, would wait its remainder
+  unacked in the worker, inside the visibility timeout);
 - a message body is at most 256 KiB: RecordingTask.apply_async refuses a bigger task before
   publishing (the API answers 413);
 - no task events and no remote control (they need fanout exchanges): events are off, and
@@ -109,15 +110,16 @@ def transport_options(
     return options
 
 
-def delay_seconds(countdown=None, eta=None, now=None) -> int | None:
+def delay_seconds(countdown=None, eta=None) -> int | None:
     """The SQS delay for a countdown or ETA, rounded up so that the worker receives the message
     when it is due (never early, when it would have to hold it unacked)."""
-    if countdown is None and eta is not None:
-        import datetime
+    import datetime
 
-        now = now or datetime.datetime.now(tz=eta.tzinfo or datetime.UTC)
-        countdown = (eta - now).total_seconds()
-    if countdown is None or countdown <= 0:
+    if countdown is None and isinstance(eta, datetime.datetime):
+        if eta.tzinfo is None:  # Celery reads a naive ETA as UTC (enable_utc)
+            eta = eta.replace(tzinfo=datetime.UTC)
+        countdown = (eta - datetime.datetime.now(tz=datetime.UTC)).total_seconds()
+    if not isinstance(countdown, int | float) or countdown <= 0:
         return None
     return min(math.ceil(countdown), MAX_DELAY_SECONDS)
 

@@ -24,10 +24,11 @@ uv: ## internal: Install uv (pinned) if missing
 services: ## internal: Make sure Postgres, Redis and RabbitMQ answer on 127.0.0.1 (starts them if not)
 	tools/ensure-services.sh
 
-test-app: uv services ## App tests on real Postgres, real workers and gunicorn: Redis, then RabbitMQ
+test-app: uv services ## App tests on real Postgres, real workers and gunicorn: Redis, RabbitMQ, then SQS (moto)
 	cd $(APP) && uv sync --locked -q
 	cd $(APP) && uv run --locked pytest
 	cd $(APP) && TEST_BROKER=amqp uv run --locked pytest
+	cd $(APP) && TEST_BROKER=sqs uv run --locked pytest
 
 test: test-app test-metrics monitoring-check ## Run every test suite that needs no containers
 	@echo "make test: all suites passed"

@@ -80,8 +80,10 @@ class Lease:
         return time.monotonic() < self.valid_until
 
     def release(self) -> None:
-        """On a clean stop: a standby takes over at once instead of after the lease runs out."""
-        if self.valid_until <= time.monotonic():
+        """On a clean stop: a standby takes over at once instead of after the lease runs out.
+        Also when our own view of it has lapsed (a tick blocked past it): the row may still
+        name us until its expiry, and the holder condition never deletes another beat's."""
+        if not self.valid_until:  # never held, or another beat's
             return
         self.valid_until = 0.0
         try:

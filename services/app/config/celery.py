@@ -30,6 +30,17 @@ class RecordingTask(DjangoTask):
         from django.conf import settings
 
         options.setdefault("confirm_timeout", settings.BROKER_CONFIRM_TIMEOUT)
+        if settings.BROKER_IS_SQS:
+            from . import sqs
+
+            # Refused here, before anything is published (the API answers 413).
+            task_args = options.get("args", args[0] if args else None)
+            task_kwargs = options.get("kwargs", args[1] if len(args) > 1 else None)
+            sqs.check_message_size(task_args, task_kwargs)
+            # A countdown waits in SQS, not unacked in a worker (config/sqs.py).
+            delay = sqs.delay_seconds(options.get("countdown"), options.get("eta"))
+            if delay:
+                options["delay_seconds"] = delay
         return super().apply_async(*args, **options)
 
     def __call__(self, *args, **kwargs):
@@ -104,9 +115,11 @@ def stamp_published_at(headers=None, **_kwargs):
 @signals.celeryd_init.connect
 def add_worker_steps(sender=None, instance=None, **_kwargs):
     """Liveness by progress, a pause while the database is down (config/worker.py), a worker
-    that keeps working when Redis is at its memory limit (config/redis_full.py), and RabbitMQ's
-    dead-letter queue declared (deadletter/consumer.py)."""
+    that keeps working when Redis is at its memory limit (config/redis_full.py), RabbitMQ's
+    dead-letter queue declared (deadletter/consumer.py), and on SQS the visibility timeout of
+    the queues it consumes checked (config/checks.py)."""
     from celery.worker.consumer import heart
+    from django.conf import settings
 
     from deadletter.consumer import DeadLetterQueue
 
@@ -115,6 +128,11 @@ def add_worker_steps(sender=None, instance=None, **_kwargs):
     from .worker import BoundedHeart, DatabaseGate, Liveness
 
     keep_working_at_the_limit()
+    if settings.BROKER_IS_SQS:
+        from .checks import check_sqs_queues
+
+        queues = os.environ.get("CELERY_WORKER_QUEUES", "default")  # as bin/worker has it
+        check_sqs_queues(app, [q.strip() for q in queues.split(",") if q.strip()])
     heart.heartbeat.Heart = BoundedHeart  # the consumer's Heart step builds this class
     app.steps["consumer"].add(DatabaseGate)
     app.steps["consumer"].add(DeadLetterQueue)

@@ -6,7 +6,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import dj_database_url
 
-from . import env, pools
+from . import env, pools, sqs
 from .logs import json_logging
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -215,6 +215,8 @@ SESSION_COOKIE_HTTPONLY = True
 # Celery. Read by config/celery.py through the CELERY_ namespace.
 # ---------------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.required("CELERY_BROKER_URL")
+# Amazon SQS (sqs://): region, queue prefix and predefined queues come from config/sqs.py.
+BROKER_IS_SQS = sqs.is_sqs(CELERY_BROKER_URL)
 # django-db, made safe for database outages (config/results.py): a result or state write that
 # fails on a connection error is retried for up to RESULT_WRITE_RETRY_SECONDS, within the
 # task's soft time limit; then the message is requeued and the worker pauses consuming.
@@ -273,8 +275,9 @@ CELERY_WORKER_CONSUMER = "deadletter.consumer:DeadLetteringConsumer"
 CELERY_TASK_SOFT_TIME_LIMIT = env.integer("CELERY_TASK_SOFT_TIME_LIMIT", 300)
 CELERY_TASK_TIME_LIMIT = env.integer("CELERY_TASK_TIME_LIMIT", 360)
 # The longest countdown the API accepts. A countdown/ETA message stays unacked on the worker
-# until it is due, so it counts against the visibility timeout too.
-API_MAX_COUNTDOWN = env.integer("API_MAX_COUNTDOWN", 900)
+# until it is due, so it counts against the visibility timeout too; on SQS it waits in the
+# queue instead (DelaySeconds), which SQS caps at 15 minutes (config/checks.py).
+API_MAX_COUNTDOWN = env.integer("API_MAX_COUNTDOWN", sqs.MAX_DELAY_SECONDS)
 
 # Redis redelivers a message left unacked for longer than the visibility timeout. A live worker
 # renews the lease of every message it holds (config/worker.py), so a running task or one
@@ -316,6 +319,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # The Redis transport ignores it: its LPUSH is answered anyway.
     "confirm_publish": True,
 }
+if BROKER_IS_SQS:
+    # SQS applies each queue's own VisibilityTimeout attribute (checked by the worker at
+    # startup); this one is used only for queues kombu creates (no SQS_ACCOUNT_ID).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT,
+        **sqs.transport_options(
+            CELERY_BROKER_URL, _queue_names, BROKER_TIMEOUT, BROKER_CONFIRM_TIMEOUT
+        ),
+    }
 CELERY_BROKER_CONNECTION_TIMEOUT = BROKER_TIMEOUT
 # RabbitMQ: AMQP heartbeats every 10 s, so the broker drops a connection cut off by a partition
 # within about 20 s. With Celery's 120 s, a reconnecting worker crash-looped on its own old
@@ -353,9 +365,11 @@ CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = float(env.integer("CELERY_WORKER_SOFT_SHUT
 CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = True  # requeue waiting ETA tasks too
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # Django's LOGGING (JSON) configures everything
 
-# Events: celery-exporter and celery-stack-metrics build their metrics from them.
-CELERY_WORKER_SEND_TASK_EVENTS = True
-CELERY_TASK_SEND_SENT_EVENT = True
+# Events: celery-exporter and celery-stack-metrics build their metrics from them. SQS has no
+# fanout for them (nor for remote control): off there, and nothing in the app relies on them.
+CELERY_WORKER_SEND_TASK_EVENTS = not BROKER_IS_SQS
+CELERY_TASK_SEND_SENT_EVENT = not BROKER_IS_SQS
+CELERY_WORKER_ENABLE_REMOTE_CONTROL = not BROKER_IS_SQS  # Celery skips it there anyway
 # STARTED costs a result-backend write per task; only tasks that run long enough for someone to
 # watch them set track_started (jobs/tasks.py). Events report every start anyway.
 CELERY_TASK_TRACK_STARTED = False

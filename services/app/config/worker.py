@@ -52,6 +52,13 @@ CANCELLED_ON_CONNECTION_LOSS: set[str] = set()
 class RecordingRequest(Request):
     """Celery's Request, plus: an unrecorded result closes the gate and is reported."""
 
+    def __init__(self, message, *args, **kwargs):
+        super().__init__(message, *args, **kwargs)
+        # SQS flags no redelivery; its receive count says it (RecordingTask counts deliveries).
+        received = (message.delivery_info or {}).get("sqs_message", {}).get("Attributes", {})
+        if int(received.get("ApproximateReceiveCount", 1)) > 1:
+            self._delivery_info["redelivered"] = True
+
     def on_failure(self, exc_info, send_failed_event=True, return_ok=False):
         from .results import ResultNotRecorded
 
@@ -344,7 +351,7 @@ class Watchdog(threading.Thread):
             self.broker.renew_leases(self.tags)
         if gated:
             reason = None  # waiting for the database: a restart would not help
-        elif not loop_ok and not self.broker.reachable():
+        elif not loop_ok and not self.broker.reachable(self.queues):
             # The broker is down or cut off: the consumer reconnects by itself once it is back,
             # and a new worker would wait the same. The clock starts when the broker answers.
             self.stalled_since = None
@@ -408,6 +415,10 @@ class BrokerProbe:
     def is_redis(self) -> bool:
         return self.scheme in ("redis", "rediss")
 
+    @property
+    def is_sqs(self) -> bool:
+        return self.scheme == "sqs"
+
     def _client(self):
         import redis
 
@@ -446,11 +457,12 @@ class BrokerProbe:
         channel = self._amqp.default_channel
         return sum(channel.queue_declare(queue=q, passive=True).message_count for q in queues)
 
-    def reachable(self) -> bool:
+    def reachable(self, queues=()) -> bool:
         try:
             if self.is_redis:
                 return bool(self._client().ping())
-            self._amqp_depth([])
+            # SQS has no connection to test: reading a queue's attributes is the probe.
+            self._amqp_depth(list(queues)[:1] if self.is_sqs else [])
             return True
         except Exception:
             self.close()
@@ -460,7 +472,9 @@ class BrokerProbe:
         """Redis: mark every held message as delivered now (XX: never revive an acked one).
         at=0 releases them: the next restore sweep puts them back in their queue."""
         if not self.is_redis:
-            return  # RabbitMQ redelivers as soon as the connection closes
+            # RabbitMQ redelivers as soon as the connection closes; an SQS queue's visibility
+            # timeout exceeds the hard time limit (config/checks.py), with no renewal.
+            return
         try:
             now = time.time() if at is None else at
             pipe = self._client().pipeline(transaction=False)

@@ -35,6 +35,7 @@ from kombu.exceptions import OperationalError
 
 from config.deadline import database_deadline
 from config.redis_full import is_redis_full
+from config.sqs import MessageTooLarge
 
 from . import outbox, tasks
 from .security import ApiError, authenticate, client_ip, limit, would_exceed
@@ -85,6 +86,8 @@ def json_api(view):
         except RequestDataTooBig:
             limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
             return error("body_too_large", f"Request body exceeds {limit} bytes.", 413)
+        except MessageTooLarge as exc:  # SQS's 256 KiB, refused before publishing
+            return error("message_too_large", str(exc), 413)
         except redis.exceptions.RedisError as exc:
             # The broker or the rate-limit store: full (maxmemory, noeviction) or unreachable.
             logger.error("redis refused the request: %s", exc)

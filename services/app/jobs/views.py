@@ -39,6 +39,8 @@ def readyz(request):
     try:
         with celery_app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=settings.BROKER_TIMEOUT)
+            if settings.BROKER_IS_SQS:  # SQS has no connection to open: read a queue's size
+                conn.default_channel.queue_declare(settings.CELERY_TASK_DEFAULT_QUEUE, passive=True)
         checks["broker"] = "ok"
     except Exception as exc:
         logger.warning("readyz: broker unreachable: %s", exc)

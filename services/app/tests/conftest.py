@@ -1,5 +1,6 @@
-"""Fixtures: real Postgres, a real broker (Redis, or RabbitMQ with TEST_BROKER=amqp), real
-celery worker processes (one per queue, as in production), real gunicorn and a real SMTP server.
+"""Fixtures: real Postgres, a real broker (Redis; RabbitMQ with TEST_BROKER=amqp; an SQS server,
+moto, with TEST_BROKER=sqs), real celery worker processes (one per queue, as in production),
+real gunicorn and a real SMTP server.
 
 The environment comes from tests/testenv.py, loaded before Django, as a deployment sets it.
 """
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from .support import start_web, start_worker
-from .testenv import BROKER, BROKERS, ENV
+from .support import create_sqs_queues, start_sqs_server, start_web, start_worker
+from .testenv import BROKER, BROKERS, ENV, SQS_PORT
 
 
 def pytest_report_header():
@@ -23,6 +24,29 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if BROKER != "redis" and item.get_closest_marker("redis_only"):
             item.add_marker(pytest.mark.skip(reason="Redis transport behaviour"))
+        marker = item.get_closest_marker("not_on_sqs")
+        if BROKER == "sqs" and marker:
+            item.add_marker(pytest.mark.skip(reason=f"SQS cannot: {marker.args[0]}"))
+
+
+# The shared queues' visibility timeout: above the suite's hard time limit, as the worker's
+# startup check demands (config/checks.py), and short, so that a lost message comes back soon.
+SQS_VISIBILITY_TIMEOUT = int(ENV["CELERY_TASK_TIME_LIMIT"]) + 10
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sqs_server(tmp_path_factory):
+    """TEST_BROKER=sqs: moto on SQS_PORT, with the pools' queues (pools.json) created."""
+    if BROKER != "sqs":
+        yield None
+        return
+    from config.pools import queue_names
+
+    server = start_sqs_server(SQS_PORT, tmp_path_factory.mktemp("moto"))
+    yield create_sqs_queues(
+        BROKERS["sqs"], ENV["SQS_QUEUE_PREFIX"], queue_names(), SQS_VISIBILITY_TIMEOUT
+    )
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -79,10 +103,12 @@ def celery_app():
     from config.celery import app
 
     # Start from empty queues: leftovers from an earlier run would be consumed by our workers.
+    # (SQS: this run's moto server is new, and kombu's purge misses the queue prefix.)
     with app.connection_for_write() as conn:
         for queue in app.conf.task_queues:
             queue.bind(conn.default_channel).declare()
-        app.control.purge(connection=conn)
+        if BROKER != "sqs":
+            app.control.purge(connection=conn)
     return app
 
 

@@ -124,3 +124,42 @@ def start_web(env: dict, log_dir: Path, name: str = "web", workers: int = 2):
 
     wait_for(up, 60, what=f"gunicorn {name} up")
     return process
+
+
+def start_sqs_server(port: int, log_dir: Path) -> Process:
+    """moto in server mode: the SQS API over HTTP, in memory, one process (pyproject.toml)."""
+    import requests
+
+    process = Process(
+        "moto", [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p",
+                 str(port)], {}, log_dir,
+    )  # fmt: skip
+
+    def up():
+        if not process.alive():
+            raise AssertionError(f"moto exited:\n{process.log()[-3000:]}")
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/moto-api/", timeout=1).ok
+        except requests.RequestException:
+            return False
+
+    wait_for(up, 60, what="moto server up")
+    return process
+
+
+def create_sqs_queues(url: str, prefix: str, names: list[str], visibility_timeout: int):
+    """What infrastructure code does in production: the queues, with their visibility timeout
+    (config/sqs.py: SQS_ACCOUNT_ID makes them predefined; the app never creates one)."""
+    import boto3
+
+    from .testenv import SQS_ENV
+
+    client = boto3.client(
+        "sqs", endpoint_url=url.replace("sqs://", "http://"), region_name=SQS_ENV["SQS_REGION"]
+    )
+    for name in names:
+        client.create_queue(
+            QueueName=f"{prefix}{name}",
+            Attributes={"VisibilityTimeout": str(visibility_timeout)},
+        )
+    return client

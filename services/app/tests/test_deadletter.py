@@ -28,11 +28,15 @@ def entry_for(task_id):
 
 
 def publish_raw(body, content_type, headers, queue="default"):
-    with Connection(BROKERS[BROKER]) as conn, conn.Producer() as producer:
+    from config.celery import app
+
+    # The app's connection: on SQS its queue prefix and predefined queues come with it.
+    with app.connection_for_write() as conn, conn.Producer() as producer:
         producer.publish(
             body,
             exchange=queue,
             routing_key=queue,
+            declare=[app.amqp.queues[queue]],  # SQS: the binding lives in this process
             headers=headers,
             content_type=content_type,
             content_encoding="binary" if isinstance(body, bytes) else "utf-8",

@@ -119,11 +119,15 @@ def test_pool_process_keeps_its_database_connection_and_replaces_a_dropped_one(
 
 
 def raw_publish(conn, body, content_type, task="jobs.tasks.add"):
+    from config.celery import app
+
     with conn.Producer() as producer:
         producer.publish(
             body,
             exchange=Exchange("high", type="direct"),
             routing_key="high",
+            # SQS keeps exchange bindings in the process (kombu's virtual transport): bind first.
+            declare=[app.amqp.queues["high"]],
             content_type=content_type,
             content_encoding="utf-8" if content_type == "application/json" else "binary",
             headers={"task": task, "id": str(uuid.uuid4()), "lang": "py", "argsrepr": "()"},

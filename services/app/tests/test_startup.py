@@ -54,6 +54,7 @@ def test_visibility_timeout_just_above_the_limit_starts():
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.not_on_sqs("a queue's visibility timeout is its SQS attribute (tests/test_sqs.py)")
 def test_each_pool_gets_its_own_visibility_window():
     """Unset, the timeout follows the pool's own hard limit; each pool has its own unacked keys,
     so a short `high` window never redelivers a long `default` task."""

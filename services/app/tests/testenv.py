@@ -9,11 +9,22 @@ from urllib.parse import urlsplit, urlunsplit
 
 from testsupport import free_port
 
+# TEST_BROKER=sqs: a moto server (tests/conftest.py starts it on this port) stands in for
+# Amazon SQS, with the pools' queues predefined as in production (config/sqs.py).
+SQS_PORT = free_port()
 BROKERS = {
     "redis": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/1"),
     "amqp": os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//"),
+    "sqs": f"sqs://127.0.0.1:{SQS_PORT}",
 }
 BROKER = os.environ.get("TEST_BROKER", "redis")
+SQS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",  # moto takes any: credentials come the AWS way, not in the URL
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "SQS_REGION": "eu-west-1",
+    "SQS_ACCOUNT_ID": "123456789012",  # moto's account
+    "SQS_QUEUE_PREFIX": f"test-{secrets.token_hex(4)}-",
+}
 # Rate-limit counters: the test Redis's host, database 8 (never the broker's), unless given.
 _redis = urlsplit(BROKERS["redis"])
 RATELIMIT_REDIS_URL = os.environ.get(
@@ -62,6 +73,7 @@ ENV = {
     "RATELIMIT_RESET_PER_IP": "1000/m",
     "RATELIMIT_MAIL_PER_ADDRESS": "1000/m",
     "RATELIMIT_LOGIN_PER_IP": "1000/m",
+    **(SQS_ENV if BROKER == "sqs" else {}),
 }
 os.environ.update(ENV)
 os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"

@@ -11,13 +11,14 @@ log = logging.getLogger("celery_stack_metrics.broker")
 
 REDIS_SCHEMES = {"redis", "rediss", "sentinel"}
 AMQP_SCHEMES = {"amqp", "amqps", "pyamqp"}
+SQS_SCHEMES = {"sqs"}
 
 
 @dataclass
 class QueueSample:
     depth: int
     # Seconds since the oldest waiting message was published, 0 for an empty queue,
-    # None when it cannot be known (amqp, or no readable published_at header).
+    # None when it cannot be known (amqp, sqs, or no readable published_at header).
     oldest_age: float | None
 
 
@@ -83,7 +84,9 @@ class BrokerPoller:
                 return self._poll_redis(conn)
             if self.kind == "amqp":
                 return self._poll_amqp(conn)
-            raise RuntimeError(f"unsupported broker transport {self.kind!r} (use redis or amqp)")
+            if self.kind == "sqs":
+                return self._poll_sqs(conn)
+            raise RuntimeError(f"unsupported broker transport {self.kind!r} (use redis, amqp or sqs)")
         except Exception:
             self.close()
             raise
@@ -144,4 +147,29 @@ class BrokerPoller:
                     channel.close()
                 except Exception:  # the channel may already be closed by the broker
                     log.debug("error while closing an amqp channel", exc_info=True)
+        return out
+
+    def _poll_sqs(self, conn) -> dict[str, QueueSample]:
+        """Amazon SQS: the queue attributes. The backlog is what waits (ApproximateNumberOfMessages)
+        plus what workers received and have not acknowledged yet (ApproximateNumberOfMessagesNotVisible);
+        countdown messages still delayed in SQS are not counted. No oldest age."""
+        from kombu.transport.SQS import DoesNotExistQueueException  # kombu 5.5 and 5.7 alike
+
+        channel = conn.default_channel
+        out: dict[str, QueueSample] = {}
+        for queue in self.queues:
+            try:
+                url = channel._resolve_queue_url(queue)  # never creates a queue
+            except DoesNotExistQueueException:
+                out[queue] = QueueSample(depth=0, oldest_age=None)  # nobody declared it yet
+                continue
+            client = channel.sqs(queue=channel.canonical_queue_name(queue))
+            attributes = client.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            )["Attributes"]
+            depth = int(attributes["ApproximateNumberOfMessages"]) + int(
+                attributes["ApproximateNumberOfMessagesNotVisible"]
+            )
+            out[queue] = QueueSample(depth=depth, oldest_age=None)
         return out

@@ -159,11 +159,12 @@ class Collector:
         yield GaugeMetricFamily(
             "celery_stack_metrics_broker_up", "1 if the last broker poll succeeded.", value=1 if ok else 0
         )
-        yield GaugeMetricFamily(
-            "celery_stack_metrics_events_connected",
-            "1 while the event receiver is connected.",
-            value=1 if self.receiver.connected else 0,
-        )
+        if self.receiver is not None:  # None on SQS, which has no events: no series, no false alert
+            yield GaugeMetricFamily(
+                "celery_stack_metrics_events_connected",
+                "1 while the event receiver is connected.",
+                value=1 if self.receiver.connected else 0,
+            )
         if last_success is not None:
             yield GaugeMetricFamily(
                 "celery_stack_metrics_last_poll_success_timestamp_seconds",

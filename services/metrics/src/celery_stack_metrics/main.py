@@ -86,7 +86,8 @@ def main(argv=None) -> int:
     )
     for q in settings.queues:
         wait.labels(q)  # every configured queue shows up at 0 before its first task
-    receiver = EventReceiverThread(app, state)
+    # SQS carries no task events (no fanout): the broker gauges only, and healthy without events.
+    receiver = None if settings.broker_url.startswith("sqs://") else EventReceiverThread(app, state)
     snap = BrokerSnapshot()
     database = DatabaseSnapshot() if settings.database_url else None
     registry.register(Collector(settings, snap, state, receiver, database))
@@ -96,10 +97,10 @@ def main(argv=None) -> int:
             detail = {
                 "broker_poll_ok": snap.ok,
                 "last_poll_error": snap.last_error,
-                "events_connected": receiver.connected,
-                "events_error": receiver.last_error,
+                "events_connected": receiver.connected if receiver else None,
+                "events_error": receiver.last_error if receiver else "no task events on SQS",
             }
-        return snap.ok and receiver.connected, detail
+        return snap.ok and (receiver is None or receiver.connected), detail
 
     from .server import make_server
 
@@ -129,7 +130,8 @@ def main(argv=None) -> int:
     def shutdown(signum, _frame):
         log.info("shutting down", extra={"signal": signum})
         stop.set()
-        receiver.stop()
+        if receiver:
+            receiver.stop()
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, shutdown)
@@ -148,12 +150,14 @@ def main(argv=None) -> int:
     )
     for thread in threads:
         thread.start()
-    receiver.start()
+    if receiver:
+        receiver.start()
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
         stop.set()
-        receiver.stop()
+        if receiver:
+            receiver.stop()
         poller.close()
         server.server_close()
     return 0

@@ -83,6 +83,32 @@ def start_worker(
     return process
 
 
+def task_outlives_its_whole_worker(name: str, env: dict, log_dir: Path, connect) -> None:
+    """A long_job starts on a worker (pool `name`, queue default), which dies with its pool
+    (SIGKILL: node lost); the broker must deliver it again to a second worker, which runs it.
+    `connect()` opens a connection to the broker those workers use."""
+    from jobs import tasks
+
+    first = start_worker(f"{name}-first", "default", env, log_dir, concurrency=1, pool=name)
+    try:
+        with connect() as conn, conn.Producer() as producer:
+            result = tasks.long_job.apply_async(
+                kwargs={"seconds": 3, "steps": 6}, producer=producer
+            )
+        wait_for(lambda: result.state == "PROGRESS", 30, what="long_job running on the first")
+    finally:
+        first.popen.send_signal(signal.SIGKILL)
+        subprocess.run(["pkill", "-KILL", "-g", str(first.pid)], check=False)
+        first.stop()
+    second = start_worker(f"{name}-second", "default", env, log_dir, concurrency=1, pool=name)
+    try:
+        outcome = result.get(timeout=60)
+        assert outcome["steps"] == 6
+        assert f"long_job[{result.id}] received" in second.log()
+    finally:
+        second.stop()
+
+
 def start_beat(name: str, env: dict, log_dir: Path) -> Process:
     heartbeat = log_dir / f"{name}.heartbeat"
     heartbeat.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ from kombu import Connection, Exchange
 from jobs import tasks
 from testsupport import free_port, wait_for
 
-from .support import BIN, Process, start_worker
+from .support import BIN, Process, start_worker, task_outlives_its_whole_worker
 from .testenv import scratch_redis_url
 
 pytestmark = pytest.mark.usefixtures("live_db")
@@ -52,24 +52,7 @@ def test_whole_worker_sigkilled_task_comes_back_after_visibility_timeout(process
     }
     with Connection(url) as conn:
         conn.default_channel.client.flushdb()
-    first = start_worker("vt-first", "default", env, log_dir, concurrency=1, pool="vt")
-    try:
-        with Connection(url) as conn, conn.Producer() as producer:
-            result = tasks.long_job.apply_async(
-                kwargs={"seconds": 3, "steps": 6}, producer=producer
-            )
-        wait_for(state_is(result, "PROGRESS"), 20, what="long_job running on the first worker")
-    finally:
-        first.popen.send_signal(signal.SIGKILL)
-        subprocess.run(["pkill", "-KILL", "-g", str(first.pid)], check=False)
-        first.stop()
-    second = start_worker("vt-second", "default", env, log_dir, concurrency=1, pool="vt")
-    try:
-        outcome = result.get(timeout=60)
-        assert outcome["steps"] == 6
-        assert f"long_job[{result.id}] received" in second.log()
-    finally:
-        second.stop()
+    task_outlives_its_whole_worker("vt", env, log_dir, lambda: Connection(url))
 
 
 @pytest.mark.redis_only  # its own Redis database keeps the shared workers off its messages

@@ -3,8 +3,6 @@ visibility timeouts checked at startup, countdowns waiting in SQS, a worker lost
 redelivered after the visibility timeout, and the 256 KiB message cap."""
 
 import secrets
-import signal
-import subprocess
 import time
 
 import pytest
@@ -13,7 +11,7 @@ import requests
 from jobs import tasks
 from testsupport import wait_for
 
-from .support import BIN, create_sqs_queues, start_web, start_worker
+from .support import BIN, create_sqs_queues, start_web, task_outlives_its_whole_worker
 from .test_startup import DJANGO_CHECK, run
 from .testenv import BROKER, BROKERS, ENV
 
@@ -90,24 +88,7 @@ def test_whole_worker_sigkilled_task_comes_back_after_visibility_timeout(process
         "CELERY_TASK_TIME_LIMIT": "9",
         "API_MAX_COUNTDOWN": "2",
     }
-    first = start_worker("sqs-vt-first", "default", env, log_dir, concurrency=1, pool="sqs-vt")
-    try:
-        with producer_for(prefix) as conn, conn.Producer() as producer:
-            result = tasks.long_job.apply_async(
-                kwargs={"seconds": 3, "steps": 6}, producer=producer
-            )
-        wait_for(lambda: result.state == "PROGRESS", 30, what="long_job running on the first")
-    finally:
-        first.popen.send_signal(signal.SIGKILL)
-        subprocess.run(["pkill", "-KILL", "-g", str(first.pid)], check=False)
-        first.stop()
-    second = start_worker("sqs-vt-second", "default", env, log_dir, concurrency=1, pool="sqs-vt")
-    try:
-        outcome = result.get(timeout=60)
-        assert outcome["steps"] == 6
-        assert f"long_job[{result.id}] received" in second.log()
-    finally:
-        second.stop()
+    task_outlives_its_whole_worker("sqs-vt", env, log_dir, lambda: producer_for(prefix))
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@
 # Only the cost benchmark (about 7 minutes; its own project celery-stack-bench-cost; replaces
 # only the cost section of SUMMARY.md and latest.json):
 #   bench/run.sh cost      or      BENCH_ONLY=cost make bench
+# BENCH_KEEP=1 leaves the stack running afterwards.
 #
 # Env: BENCH_TASKS (no-op tasks per throughput run, default 3000), BENCH_BURST (default 10000),
 #      BENCH_TASK_SECONDS (sleep of each burst task, default 0.1), BENCH_MAX_REPLICAS (default 6),
@@ -20,7 +21,15 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-say() { echo "[bench] $*" >&2; }
+# shellcheck source=tools/isolated-stack.sh
+. tools/isolated-stack.sh
+only=${1:-${BENCH_ONLY:-}}
+case "$only" in
+    "" | cost) ;;
+    *) echo "usage: bench/run.sh [cost]   (or BENCH_ONLY=cost make bench)" >&2; exit 2 ;;
+esac
+isolated_start "bench${only:+-$only}" BENCH_KEEP
+export COMPOSE_PROJECT_NAME="celery-stack-bench${only:+-$only}"
 command -v uv >/dev/null || python3 -m pip install -q uv
 if ! command -v wrk >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing wrk (Debian package)"
@@ -32,30 +41,12 @@ tools/ensure-services.sh >/dev/null
 (cd services/app && uv sync --locked -q)
 py() { uv run -q --project services/app --locked --with matplotlib==3.9.4 --with py-spy==0.4.1 python bench/bench.py "$@"; }
 
-only=${1:-${BENCH_ONLY:-}}
-case "$only" in
-    "" | cost) ;;
-    *) echo "usage: bench/run.sh [cost]   (or BENCH_ONLY=cost make bench)" >&2; exit 2 ;;
-esac
 if [ -z "$only" ]; then
-    say "host benchmarks (1-3)"
-    py host
+    timed "host benchmarks (1-3)" py host
 fi
 
-# shellcheck source=tools/isolated-stack.sh
-. tools/isolated-stack.sh
-isolated_work "bench${only:+-$only}"
-export COMPOSE_PROJECT_NAME="celery-stack-bench${only:+-$only}"
 # The autoscaler only for 4-5; the cost benchmark stops it anyway (its drains are measured at one replica).
 [ -n "$only" ] || export AUTOSCALE=1
-cleanup() {
-    local rc=$?
-    set +e
-    isolated_teardown
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 isolated_env_file "bench${only:+-$only}"
 # The chart's defaults, except max replicas (one host) and a scale-down window short enough
 # for the footprint step to find the stack back at one replica.
@@ -69,8 +60,8 @@ ensure_engine
 DOCKER_HOST=$(COMPOSE_SH_QUIET='' tools/compose.sh version 2>&1 >/dev/null | sed -n 's/.*(\(unix:[^)]*\)).*/\1/p')
 export DOCKER_HOST
 say "stack benchmarks (${only:-4-6}) on $DOCKER_HOST"
-timeout 1500 make --no-print-directory images >"$ISOLATED_WORK/images.log" 2>&1 || { tail -30 "$ISOLATED_WORK/images.log"; exit 1; }
-timeout 420 make --no-print-directory up >"$ISOLATED_WORK/up.log" 2>&1 || { tail -30 "$ISOLATED_WORK/up.log"; exit 1; }
-[ -n "$only" ] || py stack
-py cost
+timed "make images" logged "$ISOLATED_WORK/images.log" timeout 1500 make --no-print-directory images
+timed "make up" logged "$ISOLATED_WORK/up.log" timeout 420 make --no-print-directory up
+[ -n "$only" ] || timed "stack benchmarks (4-5)" py stack
+timed "cost benchmark (6)" py cost
 py report

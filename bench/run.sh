@@ -29,7 +29,7 @@ case "$only" in
     *) echo "usage: bench/run.sh [cost]   (or BENCH_ONLY=cost make bench)" >&2; exit 2 ;;
 esac
 isolated_start "bench${only:+-$only}" BENCH_KEEP
-export COMPOSE_PROJECT_NAME="celery-stack-bench${only:+-$only}"
+isolated_project BENCH_PROJECT "celery-stack-bench${only:+-$only}"
 command -v uv >/dev/null || python3 -m pip install -q uv
 if ! command -v wrk >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing wrk (Debian package)"
@@ -47,7 +47,7 @@ fi
 
 # The autoscaler only for 4-5; the cost benchmark stops it anyway (its drains are measured at one replica).
 [ -n "$only" ] || export AUTOSCALE=1
-isolated_env_file "bench${only:+-$only}"
+isolated_env_file
 # The chart's defaults, except max replicas (one host) and a scale-down window short enough
 # for the footprint step to find the stack back at one replica.
 cat >> "$ENV_FILE" <<EOT

@@ -52,15 +52,69 @@ isolated_exit() {
     exit "$rc"
 }
 
+# isolated_project <override variable> <base name>: the run's Compose project, exported as
+# COMPOSE_PROJECT_NAME; isolated_env_file tags the run's images with it too. Unless the variable
+# names a project, every run gets its own, <base>-run<PID>, so two runs on one machine (CI beside
+# a developer's run) never share containers, volumes or images: with one fixed name, a run once
+# started on the Postgres volume another had left (another generated password) and failed.
+isolated_project() {
+    export COMPOSE_PROJECT_NAME=${!1:-$2-run$$}
+}
+
+# isolated_sweep: remove what earlier runs left when they died before their exit trap (killed,
+# machine stopped): the containers, volumes, networks and images of every <base>-run<PID>
+# project whose process is gone. Best effort; a named project (the override) is never touched.
+isolated_sweep() {
+    local project pid
+    for project in $( { engine_client ps -a --format '{{.Label "com.docker.compose.project"}}'
+                        engine_client volume ls --format '{{.Label "com.docker.compose.project"}}'; } 2>/dev/null \
+                      | grep -E '^celery-stack-[a-z0-9-]+-run[0-9]+$' | sort -u); do
+        pid=${project##*-run}
+        if [ "$pid" = $$ ] || kill -0 "$pid" 2>/dev/null; then continue; fi
+        say "removing $project, left by a run that is gone"
+        isolated_remove_project "$project"
+    done
+    return 0
+}
+
+# isolated_remove_project <project>: its containers, volumes and networks, and the images tagged
+# with its name (its own build: <tag>, and make dev's <tag>-dev).
+isolated_remove_project() {
+    local label="label=com.docker.compose.project=$1" kind ids
+    ids=$(engine_client ps -aq --filter "$label")
+    # shellcheck disable=SC2086  # lists of IDs
+    [ -z "$ids" ] || engine_client rm -f $ids >/dev/null 2>&1
+    for kind in volume network; do
+        ids=$(engine_client "$kind" ls -q --filter "$label")
+        # shellcheck disable=SC2086
+        [ -z "$ids" ] || engine_client "$kind" rm $ids >/dev/null 2>&1
+    done
+    ids=$(engine_client image ls --format '{{.Repository}}:{{.Tag}}' | grep -E "^[^:]+:$1(-dev)?\$")
+    # shellcheck disable=SC2086
+    [ -z "$ids" ] || engine_client rmi --no-prune $ids >/dev/null 2>&1
+    return 0
+}
+
+# engine_client <docker arguments>: the docker client against the engine tools/compose.sh finds.
+engine_client() {
+    [ -n "${ISOLATED_ENGINE_HOST:-}" ] || ISOLATED_ENGINE_HOST=$(tools/compose.sh --engine-host) || return
+    DOCKER_HOST=$ISOLATED_ENGINE_HOST docker "$@"
+}
+
 # isolated_work <name>: a scratch directory ($ISOLATED_WORK) holding the stack's env file.
 isolated_work() {
     ISOLATED_WORK=$(mktemp -d "/tmp/celery-stack-$1.XXXXXX")
     export ENV_FILE=$ISOLATED_WORK/$1.env COMPOSE_SH_QUIET=1
 }
 
-# isolated_teardown: remove the stack with its volumes, then the scratch directory.
+# isolated_teardown: remove the stack with its volumes, its images when they carry the run's own
+# tag (isolated_project), then the scratch directory.
 isolated_teardown() {
     [ -f "$ENV_FILE" ] && timeout 300 tools/compose.sh down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1
+    if [ -f "$ENV_FILE" ] && [ -n "${COMPOSE_PROJECT_NAME:-}" ] \
+        && [ "$COMPOSE_PROJECT_NAME" = "$(sed -n 's/^IMAGE_TAG=//p' "$ENV_FILE" | tail -n 1)" ]; then
+        isolated_remove_project "$COMPOSE_PROJECT_NAME" 2>/dev/null
+    fi
     rm -rf "$ISOLATED_WORK"
 }
 
@@ -85,9 +139,9 @@ isolated_readme_pool() {
 
 free_port() { PYTHONPATH=. python3 -m testsupport free-port; }  # testsupport/, like the tests
 
-# isolated_env_file [image tag]: ENV_FILE gets generated secrets (tools/ensure-env.sh) and a free
-# loopback port for every published service, so it never clashes with `make up`. A tag of its
-# own keeps a concurrent build of :latest (another checkout, make e2e) off the images under test.
+# isolated_env_file: ENV_FILE gets generated secrets (tools/ensure-env.sh), a free loopback port
+# for every published service, so it never clashes with `make up`, and the project's name as the
+# image tag, so a concurrent build (make up's :latest, another run) never swaps the images under test.
 isolated_env_file() {
     tools/ensure-env.sh >/dev/null
     local var
@@ -95,7 +149,7 @@ isolated_env_file() {
         sed -i "s/^${var}=.*/${var}=$(free_port)/" "$ENV_FILE"
     done
     echo "AUTOSCALER_PORT=$(free_port)" >>"$ENV_FILE"
-    if [ -n "${1:-}" ]; then sed -i "s/^IMAGE_TAG=.*/IMAGE_TAG=$1/" "$ENV_FILE"; fi
+    sed -i "s/^IMAGE_TAG=.*/IMAGE_TAG=$COMPOSE_PROJECT_NAME/" "$ENV_FILE"
 }
 
 # ensure_engine: the engine and images of the stack the caller chose (BROKER, MONITORING,
@@ -110,4 +164,5 @@ ensure_engine() {
     tools/compose.sh --engine-host >/dev/null 2>&1 || STARTED_ENGINE=1
     # `|| return`: callers may run this where `set -e` does not apply (cmd || rc=$?).
     tools/ensure-engine.sh || return
+    isolated_sweep
 }

@@ -18,7 +18,8 @@ cd "$root"
 # shellcheck source=tools/isolated-stack.sh
 . tools/isolated-stack.sh
 isolated_start autoscale-e2e AUTOSCALE_E2E_KEEP
-export COMPOSE_PROJECT_NAME=${AUTOSCALE_E2E_PROJECT:-celery-stack-autoscale-e2e} AUTOSCALE=1
+isolated_project AUTOSCALE_E2E_PROJECT celery-stack-autoscale-e2e
+export AUTOSCALE=1
 
 on_failure() {
     say "FAILED (rc=$1): state and recent logs"
@@ -32,7 +33,7 @@ export AUTOSCALE_E2E_THIRD_POOL=${AUTOSCALE_E2E_THIRD_POOL:-1}  # the test reads
 if [ "$AUTOSCALE_E2E_THIRD_POOL" = 1 ]; then isolated_readme_pool; fi
 
 # ---- env file (free ports, own image tag, short autoscaling knobs) and engine -------------------
-isolated_env_file autoscale-e2e
+isolated_env_file
 cat >> "$ENV_FILE" <<EOF
 AUTOSCALE_POLLING_INTERVAL=5
 AUTOSCALE_MAX_REPLICAS=3

@@ -11,7 +11,7 @@
 # tools/compose.sh finds, or the Podman kit; everything removed on exit (CHAOS_KEEP=1 keeps it).
 # It signals containers through the engine CLI (podman, else docker) on this host, as root.
 #
-# Env: CHAOS_BROKERS (default "redis rabbitmq"), CHAOS_PROJECT (default celery-stack-chaos),
+# Env: CHAOS_BROKERS (default "redis rabbitmq"), CHAOS_PROJECT (default celery-stack-chaos-run<PID>),
 #      CHAOS_FAULTS (comma list, default all), CHAOS_PARTITION_RUNS (default 2), and the knobs
 #      documented in tests/chaos/test_chaos.py.
 set -euo pipefail
@@ -20,7 +20,7 @@ cd "$root"
 # shellcheck source=tools/isolated-stack.sh
 . tools/isolated-stack.sh
 isolated_start chaos CHAOS_KEEP
-export COMPOSE_PROJECT_NAME=${CHAOS_PROJECT:-celery-stack-chaos}
+isolated_project CHAOS_PROJECT celery-stack-chaos
 brokers=${CHAOS_BROKERS:-redis rabbitmq}
 out=$root/build/chaos
 mkdir -p "$out"
@@ -42,7 +42,7 @@ on_exit() {
 
 # ---- env file: free ports, own image tag; short knobs so the redelivery windows fit a CI run ----
 # The image tag follows the project, so two chaos runs side by side never rebuild each other's images.
-isolated_env_file "$COMPOSE_PROJECT_NAME"
+isolated_env_file
 # The longest countdown the API accepts counts in every visibility window (config/checks.py);
 # the suite uses countdowns of at most 15 s, so a short cap keeps the pools' windows short.
 sed -i 's/^API_MAX_COUNTDOWN=.*/API_MAX_COUNTDOWN=30/' "$ENV_FILE"

@@ -10,7 +10,7 @@
 # touches a developer's .env or `make up` stack, and it is removed (volumes too) on any exit.
 #
 # Env: E2E_BROKERS (default "redis rabbitmq": the whole test once per broker; the RabbitMQ run
-#      uses compose.rabbitmq.yaml), E2E_PROJECT (default celery-stack-e2e),
+#      uses compose.rabbitmq.yaml), E2E_PROJECT (default celery-stack-e2e-run<PID>),
 #      E2E_WARM=1 (also time a warm `make up`), E2E_KEEP=1 (leave the stack running to debug),
 #      E2E_STOP_ENGINE=1 (stop the Podman API service if this run started it),
 #      E2E_THIRD_POOL=0 (run the repository's pools as they are, without README's `reports`).
@@ -24,7 +24,7 @@ cd "$root"
 # shellcheck source=tools/isolated-stack.sh
 . tools/isolated-stack.sh
 isolated_start e2e E2E_KEEP
-export COMPOSE_PROJECT_NAME=${E2E_PROJECT:-celery-stack-e2e}
+isolated_project E2E_PROJECT celery-stack-e2e
 brokers=${E2E_BROKERS:-redis rabbitmq}
 
 on_failure() {
@@ -44,7 +44,7 @@ on_exit() {
 if [ "${E2E_THIRD_POOL:-1}" = 1 ]; then isolated_readme_pool; fi
 
 # ---- 1. env file and container engine (tools/isolated-stack.sh) -------------------------------------
-isolated_env_file e2e
+isolated_env_file
 # The first broker's images here; each `make up` checks its own broker's (tools/ensure-engine.sh).
 BROKER=${brokers%% *} timed "container engine" ensure_engine
 

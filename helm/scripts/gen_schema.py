@@ -27,6 +27,7 @@ def obj(props, required=(), additional=False, **kw):
 
 STR = {"type": "string"}
 BOOL = {"type": "boolean"}
+NULL_BOOL = {"type": ["boolean", "null"], "description": "null = on unless broker.type is sqs"}
 ANY_OBJ = {"type": "object"}
 ANY_LIST = {"type": "array"}
 POS_INT = {"type": "integer", "minimum": 1}
@@ -94,7 +95,7 @@ autoscaling = obj({
                          "description": "backlog one replica carries; 0 = the pool's concurrency"},
     "behavior": behavior,
     "keda": obj({
-        "trigger": {"enum": ["prometheus", "redis"]},
+        "trigger": {"enum": ["prometheus", "redis", "aws-sqs-queue"]},
         "pollingInterval": POS_INT,
         "cooldownPeriod": NONNEG_INT,
         "initialCooldownPeriod": NONNEG_INT,
@@ -116,6 +117,10 @@ autoscaling = obj({
             "passwordSecret": obj({"name": STR, "key": STR}),
             "prioritySteps": {"type": "array", "minItems": 1,
                               "items": {"type": "integer", "minimum": 0, "maximum": 255}}}),
+        "sqs": obj({
+            "identityOwner": {"enum": ["keda", "workload"]},
+            "roleArn": {"type": "string", "pattern": "^$|^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$",
+                        "description": "arn:aws:iam::<account>:role/<name>"}}),
         "extraTriggers": {"type": "array", "items": {"type": "object", "required": ["type"]}},
     }),
     "hpa": obj({
@@ -177,8 +182,8 @@ pool_defaults = obj(pool_props, required=[
     "autoscaling", "alerts", "resources"])
 
 
-def component(extra):
-    return obj({"enabled": BOOL, "image": image, "resources": resources,
+def component(extra, enabled=BOOL):
+    return obj({"enabled": enabled, "image": image, "resources": resources,
                 "extraEnv": env_list, **scheduling, **extras, **extra})
 
 
@@ -194,6 +199,19 @@ schema = {
         # message naming the per-component keys.
         "image": obj({**image["properties"], "registry": STR, "digest": STR}),
         "imagePullSecrets": ANY_LIST,
+        "broker": obj({
+            "type": {"enum": ["url", "sqs"]},
+            "sqs": obj({
+                # Commercial, GovCloud, China and ISO partitions: us-east-1, us-gov-west-1, cn-north-1.
+                "region": {"type": "string", "pattern": "^$|^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$",
+                           "description": "an AWS region, e.g. eu-west-1"},
+                "accountId": {"type": "string", "pattern": "^$|^[0-9]{12}$",
+                              "description": "12 digits"},
+                # SQS queue names: letters, digits, - and _, 80 characters with the queue's own
+                # name (checked per queue in templates/validate.yaml).
+                "queuePrefix": {"type": "string", "pattern": "^[A-Za-z0-9_-]*$", "maxLength": 79,
+                                "description": "letters, digits, - and _"}}),
+        }, required=["type"]),
         "secrets": obj({"existingSecret": SECRET_NAME, "djangoSecretKey": STR, "databaseUrl": STR,
                         "brokerUrl": STR, "flowerBasicAuth": {"type": "string", "pattern": "^$|^[^:]+:.+$",
                                                               "description": "user:password"},
@@ -263,14 +281,14 @@ schema = {
             "startupProbe": probe, "livenessProbe": probe, "readinessProbe": probe,
             "terminationGracePeriodSeconds": POS_INT,
         }),
-        "flower": component({
+        "flower": component(enabled=NULL_BOOL, extra={
             "replicas": {"type": "integer", "minimum": 0, "maximum": 1,
                          "description": "Flower keeps its state in memory: more replicas would each show a different view"},
             "maxTasks": POS_INT, "service": service, "ingress": ingress,
             "livenessProbe": probe, "readinessProbe": probe,
         }),
         "exporter": obj({
-            "enabled": BOOL, "image": image,
+            "enabled": NULL_BOOL, "image": image,
             "celeryExporter": obj({"resources": resources, "extraEnv": env_list}),
             "queueMetrics": obj({"databaseGauges": BOOL, "resources": resources, "extraEnv": env_list}),
             "service": obj({"annotations": ANY_OBJ}),
@@ -337,11 +355,17 @@ DESCRIPTIONS = {
     "image.digest": "sha256 digest pinning the image (recommended in production); empty = the tag alone.",
     "image.pullPolicy": "Always, IfNotPresent or Never; empty = Kubernetes' default.",
     "imagePullSecrets": "Secrets for pulling the images, as in a pod spec: [{name: regcred}].",
+    "broker": "The broker: the URL in secrets.brokerUrl (or the in-chart Redis), or Amazon SQS.",
+    "broker.type": "url: secrets.brokerUrl (redis:// or amqp://) or redis.enabled; sqs: Amazon SQS (CELERY_BROKER_URL=sqs://, credentials from IRSA / EKS Pod Identity; images built with APP_SQS=1).",
+    "broker.sqs": "Amazon SQS (broker.type sqs); region and accountId are then required.",
+    "sqs.region": "SQS_REGION: the queues' region.",
+    "sqs.accountId": "SQS_ACCOUNT_ID: the account owning the queues; they are predefined, never listed or created by the app.",
+    "sqs.queuePrefix": "SQS_QUEUE_PREFIX: prepended to every queue name; with the queue's name at most 80 characters.",
     "secrets": "Credentials: the Secret holding DJANGO_SECRET_KEY, DATABASE_URL, CELERY_BROKER_URL, FLOWER_BASIC_AUTH and RATELIMIT_REDIS_URL.",
     "secrets.existingSecret": "A Secret you manage (External Secrets, Sealed Secrets, Vault) with those keys; when set the chart creates none and ignores the values below.",
     "secrets.djangoSecretKey": "DJANGO_SECRET_KEY; empty = generated by helm install and kept across upgrades (required under helm template).",
     "secrets.databaseUrl": "DATABASE_URL (postgres://...); required unless postgresql.enabled or databaseUrlFrom.",
-    "secrets.brokerUrl": "CELERY_BROKER_URL (redis:// or amqp://); required unless redis.enabled or brokerUrlFrom.",
+    "secrets.brokerUrl": "CELERY_BROKER_URL (redis:// or amqp://); required unless redis.enabled or brokerUrlFrom; ignored with broker.type sqs.",
     "secrets.flowerBasicAuth": "Flower's user:password; empty = generated by helm install (required under helm template).",
     "secrets.databaseUrlFrom": "DATABASE_URL from a key of another Secret (e.g. CloudNativePG's `<cluster>-app`, key `uri`); pods do not roll when it changes.",
     "secrets.brokerUrlFrom": "CELERY_BROKER_URL from a key of another Secret.",
@@ -464,7 +488,10 @@ DESCRIPTIONS = {
     "behavior.scaleUp": "stabilizationWindowSeconds, policies and selectPolicy for scaling up.",
     "behavior.scaleDown": "stabilizationWindowSeconds, policies and selectPolicy for scaling down.",
     "autoscaling.keda": "The KEDA ScaledObject (autoscaling.type keda).",
-    "keda.trigger": "prometheus (the companion's per-pool backlog; default) or redis (reads the broker's lists; queued only).",
+    "keda.trigger": "prometheus (the companion's per-pool backlog; default), redis (reads the broker's lists; queued only) or aws-sqs-queue (broker.type sqs: each queue's visible + in-flight messages).",
+    "keda.sqs": "The aws-sqs-queue trigger's AWS identity: a TriggerAuthentication with podIdentity provider aws (KEDA >= 2.13).",
+    "sqs.identityOwner": "keda: the KEDA operator's role (or roleArn); workload: the role of the pool's ServiceAccount.",
+    "sqs.roleArn": "A role the KEDA operator assumes; empty = its own. Not with identityOwner workload.",
     "keda.pollingInterval": "Seconds between KEDA's metric reads.",
     "keda.cooldownPeriod": "Seconds before the 1 -> 0 step (scale-to-zero only).",
     "keda.initialCooldownPeriod": "Seconds after creation before scale-to-zero may happen.",
@@ -542,6 +569,7 @@ DESCRIPTIONS = {
     "networkPolicy.metricsFrom": "Peers that may scrape :9100, :9808, :9809 (Prometheus).",
     "networkPolicy.redisExtraFrom": "More peers of the in-chart Redis (e.g. KEDA's namespace for the redis trigger).",
     "networkPolicy.egress": "Egress rules: each pod reaches only DNS and what its component uses.",
+    "egress.broker.ports": "TCP ports of the broker; empty = 6379, or 443 with broker.type sqs.",
     "egress.enabled": "Create them.",
     "egress.dns": "DNS servers.",
     "egress.database": "The database.",

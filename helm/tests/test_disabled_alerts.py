@@ -29,3 +29,16 @@ def test_recording_rules_stay():
 def test_an_unknown_alert_name_is_refused_naming_the_value():
     err = render_error(set_values={**ON, "monitoring.prometheusRule.disabledAlerts": ["CeleryQueueBacklogHihg"]})
     assert "monitoring.prometheusRule.disabledAlerts" in err and "CeleryQueueBacklogHihg" in err
+
+
+def test_the_exporter_absence_alerts_go_with_the_exporter():
+    """absent() alerts on the exporter's series would fire forever without its pod: left out
+    when it is off (by hand, or on SQS), kept otherwise."""
+    gone = {"CeleryExporterDown", "CeleryStackMetricsDown"}
+    every = alerts(render(set_values=ON))
+    assert gone <= set(every)
+    sqs = {"broker.type": "sqs", "broker.sqs.region": "eu-west-1", "broker.sqs.accountId": "123456789012",
+           "secrets.rateLimitRedisUrl": "redis://ratelimit:6379/0"}
+    for values in ({"exporter.enabled": False}, sqs):
+        kept = alerts(render(set_values={**ON, **values}))
+        assert sorted(kept) == sorted(a for a in every if a not in gone), values

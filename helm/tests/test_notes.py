@@ -37,3 +37,11 @@ def test_notes_defaults(tmp_path):
 def test_notes_keda(tmp_path):
     notes = render_notes(tmp_path, "-f", str(CHART / "ci" / "keda-values.yaml"))
     assert "KEDA 0..20 replicas, 2 tasks per replica (prometheus trigger)" in notes
+
+
+def test_notes_sqs_list_the_queues_to_create(tmp_path):
+    notes = render_notes(tmp_path, "-f", str(CHART / "ci" / "sqs-values.yaml"))
+    assert "https://sqs.eu-west-1.amazonaws.com/123456789012/prod-celery-high  VisibilityTimeout > 45" in notes
+    assert "https://sqs.eu-west-1.amazonaws.com/123456789012/prod-celery-default  VisibilityTimeout > 360" in notes
+    assert "KEDA 1..10 replicas, 4 tasks per replica (aws-sqs-queue trigger)" in notes
+    assert "Flower" not in notes

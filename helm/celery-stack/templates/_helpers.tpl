@@ -30,6 +30,29 @@
 {{- end -}}
 {{- end -}}
 
+{{/* "true" when a component runs: (dict "root" $ "component" "flower"). flower.enabled and
+     exporter.enabled may be null: on, except on SQS, which carries no task events and no
+     remote control (and the exporter image has no boto3); validate.yaml refuses true there. */}}
+{{- define "celery-stack.enabled" -}}
+{{- $enabled := (get .root.Values .component).enabled -}}
+{{- if kindIs "invalid" $enabled -}}
+{{- if not (include "celery-stack.sqs" .root) }}true{{ end -}}
+{{- else if $enabled }}true{{ end -}}
+{{- end -}}
+
+{{/* ================================================================ Amazon SQS */}}
+
+{{/* "true" when the broker is Amazon SQS (broker.type sqs). */}}
+{{- define "celery-stack.sqs" -}}
+{{- if eq .Values.broker.type "sqs" }}true{{ end -}}
+{{- end -}}
+
+{{/* A queue's SQS URL, as config/sqs.py builds it: (dict "root" $ "queue" "high"). */}}
+{{- define "celery-stack.sqsQueueUrl" -}}
+{{- $s := .root.Values.broker.sqs -}}
+{{- printf "https://sqs.%s.amazonaws.com/%s/%s%s" $s.region $s.accountId $s.queuePrefix .queue -}}
+{{- end -}}
+
 {{- define "celery-stack.secretName" -}}
 {{- default (include "celery-stack.fullname" .) .Values.secrets.existingSecret -}}
 {{- end -}}
@@ -251,6 +274,12 @@ RATELIMIT_RESET_PER_IP: {{ $rl.passwordResetPerIp | quote }}
 RATELIMIT_MAIL_PER_ADDRESS: {{ $rl.mailPerAddress | quote }}
 RATELIMIT_LOGIN_PER_IP: {{ $rl.loginPerIp | quote }}
 RATELIMIT_TRUSTED_PROXIES: {{ $rl.trustedProxies | int | quote }}
+{{- if include "celery-stack.sqs" . }}
+{{- /* config/sqs.py: the pools' queues become predefined queues under this account. */}}
+SQS_REGION: {{ .Values.broker.sqs.region | quote }}
+SQS_QUEUE_PREFIX: {{ .Values.broker.sqs.queuePrefix | quote }}
+SQS_ACCOUNT_ID: {{ .Values.broker.sqs.accountId | quote }}
+{{- end }}
 CELERY_HEARTBEAT_FILE: "/tmp/celery-heartbeat"
 CELERY_HEARTBEAT_MAX_AGE: {{ $c.heartbeatMaxAge | int | quote }}
 {{- range $k, $v := $c.extraEnv }}
@@ -284,12 +313,19 @@ CELERY_HEARTBEAT_MAX_AGE: {{ $c.heartbeatMaxAge | int | quote }}
 {{/* Secret-backed env. (dict "root" $ "keys" (list "DJANGO_SECRET_KEY" ...) ["secret" <name>]) */}}
 {{- define "celery-stack.secretEnv" -}}
 {{- range .keys }}
+{{- if and (eq . "CELERY_BROKER_URL") (include "celery-stack.sqs" $.root) }}
+{{- /* SQS: no credentials in the URL (the AWS SDK's chain: IRSA / EKS Pod Identity), so
+       nothing secret; with an existingSecret too. */}}
+- name: CELERY_BROKER_URL
+  value: "sqs://"
+{{- else }}
 {{- $ref := include "celery-stack.secretRef" (dict "root" $.root "key" . "secret" $.secret) | fromJson }}
 - name: {{ . }}
   valueFrom:
     secretKeyRef:
       name: {{ $ref.name }}
       key: {{ $ref.key }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -332,7 +368,7 @@ checksum/secret: {{ if .Values.secrets.existingSecret }}{{ .Values.secrets.exist
 {{- range $k, $v := (lookup "v1" "Secret" .Release.Namespace $name).data | default dict }}{{ $_ := set $keep $k ($v | b64dec) }}{{ end -}}
 {{- /* key, value path, explicit value, prefix and length of a generated value */ -}}
 {{- $generated := list (list "DJANGO_SECRET_KEY" "secrets.djangoSecretKey" $s.djangoSecretKey "" 50) -}}
-{{- if .Values.flower.enabled }}{{ $generated = append $generated (list "FLOWER_BASIC_AUTH" "secrets.flowerBasicAuth" $s.flowerBasicAuth "admin:" 24) }}{{ end -}}
+{{- if include "celery-stack.enabled" (dict "root" . "component" "flower") }}{{ $generated = append $generated (list "FLOWER_BASIC_AUTH" "secrets.flowerBasicAuth" $s.flowerBasicAuth "admin:" 24) }}{{ end -}}
 {{- if .Values.redis.enabled }}{{ $generated = append $generated (list "REDIS_PASSWORD" "redis.password" .Values.redis.password "" 32) }}{{ end -}}
 {{- if .Values.postgresql.enabled }}{{ $generated = append $generated (list "POSTGRES_PASSWORD" "postgresql.password" .Values.postgresql.password "" 32) }}{{ end -}}
 {{- $data := dict -}}
@@ -345,7 +381,9 @@ checksum/secret: {{ if .Values.secrets.existingSecret }}{{ .Values.secrets.exist
 {{- if $missing -}}
 {{- fail (printf "%s: empty, and this render cannot read the cluster (helm template, Argo CD, Flux), so a new random value would be rendered every time. Set them, or set secrets.existingSecret (see the chart README, 'Credentials'); helm install/upgrade generates them once and keeps them." (join ", " $missing)) -}}
 {{- end -}}
-{{- if .Values.redis.enabled -}}
+{{- if include "celery-stack.sqs" . -}}
+{{- /* No CELERY_BROKER_URL: pods get sqs:// as a plain value (celery-stack.secretEnv). */ -}}
+{{- else if .Values.redis.enabled -}}
 {{- $_ := set $data "CELERY_BROKER_URL" ($s.brokerUrl | default (printf "redis://:%s@%s-redis:6379/0" (urlquery $data.REDIS_PASSWORD) $name)) -}}
 {{- else -}}
 {{- $_ := set $data "CELERY_BROKER_URL" $s.brokerUrl -}}

@@ -17,6 +17,11 @@ keepalive = 5
 # Recycle workers now and then so a slow leak never becomes an outage.
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "5000"))
 max_requests_jitter = 500
+# The master imports Django, the URLconf and the views once (config/wsgi.py) and every worker,
+# a recycled one too, is forked ready: without it each recycle re-imported the app while its
+# share of the requests queued (bench: p99 0.7-1.4 s against 0.1-0.2 s, 16 connections). A
+# configuration error also stops the master at start instead of crash-looping its workers.
+preload_app = True
 worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR") or None
 # No control socket: nothing uses it, and it would need a writable $HOME.
 control_socket_disable = True
@@ -36,12 +41,17 @@ logconfig_dict = json_logging(
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 
+# Multi-process metrics: every worker writes to PROMETHEUS_MULTIPROC_DIR and /metrics sums them.
+# The directory must exist before preload_app imports the app (its metrics open files there).
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
+
 def on_starting(server):
-    # Multi-process metrics: every worker writes to PROMETHEUS_MULTIPROC_DIR and /metrics sums
-    # them. Start from an empty directory so a restarted pod does not count dead workers.
+    # Start from an empty directory so a restarted pod does not count dead workers (the
+    # master's own files, made by the preload, hold nothing: it serves no request).
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
-        os.makedirs(directory, exist_ok=True)
         for name in os.listdir(directory):
             os.unlink(os.path.join(directory, name))
 

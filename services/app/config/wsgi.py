@@ -2,6 +2,7 @@ import os
 
 from django.conf import settings
 from django.core.wsgi import get_wsgi_application
+from django.urls import get_resolver
 
 from config import env
 
@@ -23,3 +24,7 @@ if settings.RATELIMIT_ENABLE and not settings.RATELIMIT_REDIS_URL:
         "RATELIMIT_REDIS_URL is required when the broker is not Redis: the rate limits count "
         "in Redis (or set RATELIMIT_ENABLE=false)."
     )
+
+# Resolve the URLconf now, importing every view: under gunicorn's preload_app the master does
+# it once and the workers it forks serve their first request without that cost.
+get_resolver().url_patterns  # noqa: B018 - evaluated for its imports

@@ -13,7 +13,8 @@
 # Only the cost benchmark (about 7 minutes; its own project celery-stack-bench-cost; replaces
 # only the cost section of SUMMARY.md and latest.json):
 #   bench/run.sh cost      or      BENCH_ONLY=cost make bench
-# BENCH_KEEP=1 leaves the stack running afterwards.
+# BENCH_KEEP=1 leaves the stack running afterwards; BENCH_PROJECT names its Compose project
+# (default celery-stack-bench[-cost]-run<PID>, one per run).
 #
 # Env: BENCH_TASKS (no-op tasks per throughput run, default 3000), BENCH_BURST (default 10000),
 #      BENCH_TASK_SECONDS (sleep of each burst task, default 0.1), BENCH_MAX_REPLICAS (default 6),

@@ -107,12 +107,11 @@ isolated_work() {
     export ENV_FILE=$ISOLATED_WORK/$1.env COMPOSE_SH_QUIET=1
 }
 
-# isolated_teardown: remove the stack with its volumes, its images when they carry the run's own
-# tag (isolated_project), then the scratch directory.
+# isolated_teardown: remove the stack with its volumes, then the images tagged with the project's
+# name (isolated_env_file) and the scratch directory.
 isolated_teardown() {
-    [ -f "$ENV_FILE" ] && timeout 300 tools/compose.sh down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1
-    if [ -f "$ENV_FILE" ] && [ -n "${COMPOSE_PROJECT_NAME:-}" ] \
-        && [ "$COMPOSE_PROJECT_NAME" = "$(sed -n 's/^IMAGE_TAG=//p' "$ENV_FILE" | tail -n 1)" ]; then
+    if [ -f "$ENV_FILE" ]; then
+        timeout 300 tools/compose.sh down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1
         isolated_remove_project "$COMPOSE_PROJECT_NAME" 2>/dev/null
     fi
     rm -rf "$ISOLATED_WORK"
